@@ -1,0 +1,260 @@
+"""The one typed configuration of a run: a YAML recipe plus `--set section.key=value` overrides.
+
+Every key is a dataclass field; unknown keys, wrong types and values outside a `Literal` are
+rejected with a `UserError` that names the valid choices. The resolved config is written to the
+run folder as `config.yaml` and can be loaded back unchanged.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from ..errors import UserError
+
+
+@dataclass
+class ModelConfig:
+    name: str = "resnet20_cifar"
+    kwargs: dict = field(default_factory=dict)  # constructor options: attn, attn_kwargs, depth, ...
+    checkpoint: Optional[str] = None  # initial weights (safetensors or attnzoo .pt), loaded strictly
+    pretrained: Optional[str] = None  # backbone weights from a local timm/torchvision file
+
+
+@dataclass
+class DataConfig:
+    name: str = "synthetic"  # see attnzoo.data.dataset_names()
+    root: Optional[str] = None  # folder with the data on disk (--data-dir)
+    download: bool = False  # torchvision download, only when asked and online
+    img_size: Optional[int] = None  # None: the dataset's native size
+    batch_size: int = 128  # global batch, split over processes
+    eval_batch_size: Optional[int] = None  # None: 2 x batch_size
+    workers: int = 2  # DataLoader workers for file-based datasets
+    augment: Literal["none", "crop_flip", "imagenet"] = "crop_flip"
+    cutout: int = 0  # side of one square hole (0: off)
+    cutout_holes: int = 1
+    options: dict = field(default_factory=dict)  # dataset-specific (synthetic: num_train, context_bias, ...)
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["sgd", "adamw", "adam"] = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    decay_norm_and_bias: bool = True  # False: no weight decay on BatchNorm/LayerNorm weights and biases
+    betas: tuple = (0.9, 0.999)
+    clip_grad: float = 0.0  # max global grad norm (0: off)
+
+
+@dataclass
+class ScheduleConfig:
+    name: Literal["constant", "step", "multistep", "cosine", "onecycle"] = "cosine"
+    epochs: int = 10
+    warmup_epochs: float = 0.0  # linear warmup from warmup_lr
+    warmup_lr: float = 0.0
+    milestones: list = field(default_factory=list)  # multistep, in epochs
+    step_size: int = 30  # step, in epochs
+    gamma: float = 0.1
+    min_lr: float = 0.0  # cosine floor
+    pct_start: float = 0.2  # onecycle
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    channels_last: bool = False
+    loss: Literal["ce", "bce", "asl"] = "ce"
+    loss_options: dict = field(default_factory=dict)  # asl: gamma_pos, gamma_neg, clip, eps, ...
+    label_smoothing: float = 0.0
+    ema_decay: float = 0.0  # 0: no EMA
+    sync_bn: bool = False
+    eval_every: int = 1  # epochs
+    early_stop: int = 0  # patience in evaluations without improvement (0: off)
+    max_steps: int = 0  # stop after this many steps (0: off); dry runs use 2
+    log_every: int = 20  # steps between progress-bar updates of loss and img/s
+    freeze_bn: bool = False  # keep the backbone's BatchNorm statistics and affine frozen
+
+
+@dataclass
+class Config:
+    name: str = "default"  # run folder name under out_dir
+    out_dir: str = "runs"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    paper: dict = field(default_factory=dict)  # numbers the seed reports, e.g. {top1: 95.01, source: ...}
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+
+# ---------------------------------------------------------------------------- building from data
+
+def _check_value(path: str, value: Any, tp: Any) -> Any:
+    """Coerce `value` to the annotated type `tp`, or raise UserError naming what is expected."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise UserError(f"{path}: '{value}' is not valid; valid: {', '.join(map(str, choices))}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _check_value(path, value, args[0])
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise UserError(f"{path}: expected a mapping of {', '.join(f.name for f in dataclasses.fields(tp))}")
+        return _build(tp, value, path)
+    if tp is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        if not isinstance(value, bool):
+            raise UserError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise UserError(f"{path}: expected a string, got {value!r}")
+        return value
+    if tp in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{path}: expected a list, got {value!r}")
+        return tp(value)
+    if tp is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"{path}: expected a mapping, got {value!r}")
+        return dict(value)
+    return value
+
+
+def _build(cls, data: dict, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise UserError(f"unknown config key '{path}'; {hint}valid keys{' of ' + prefix if prefix else ''}: "
+                            f"{', '.join(names)}")
+        kwargs[key] = _check_value(path, value, hints[key])
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict) -> Config:
+    cfg = _build(Config, data or {})
+    validate(cfg)
+    return cfg
+
+
+def config_to_dict(cfg) -> dict:
+    out = dataclasses.asdict(cfg)
+    out["optim"]["betas"] = list(out["optim"]["betas"])
+    return out
+
+
+def deep_merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_override(item: str) -> dict:
+    """'a.b.c=value' -> {'a': {'b': {'c': value}}}, the value parsed as YAML (numbers, lists, ...)."""
+    if "=" not in item:
+        raise UserError(f"--set '{item}': expected KEY=VALUE, e.g. optim.lr=0.05")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    for part in reversed(key.strip().split(".")):
+        value = {part: value}
+    return value
+
+
+def recipe_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "recipes"
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.stem for p in recipe_dir().glob("*.yaml"))
+
+
+def read_yaml(path_or_name: str) -> dict:
+    """A recipe by file path or by the name of a bundled recipe (`attnzoo recipes` lists them)."""
+    path = Path(path_or_name)
+    if not path.exists():
+        bundled = recipe_dir() / f"{path_or_name}.yaml"
+        if not bundled.exists():
+            from ..errors import choices_hint
+
+            raise UserError(f"recipe '{path_or_name}' is neither a file nor a bundled recipe; "
+                            f"{choices_hint(path_or_name, recipe_names())}")
+        path = bundled
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise UserError(f"recipe {path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"recipe {path}: expected a mapping of sections (model, data, optim, ...)")
+    return data
+
+
+def load_config(recipe: Optional[str] = None, overrides: list[str] = (), **top) -> Config:
+    """Recipe (path or bundled name) + `--set` overrides + top-level keyword overrides -> Config."""
+    data = read_yaml(recipe) if recipe else {}
+    for item in overrides:
+        data = deep_merge(data, parse_override(item))
+    data = deep_merge(data, {k: v for k, v in top.items() if v is not None})
+    return config_from_dict(data)
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks that types alone cannot express."""
+    positive = {"data.batch_size": cfg.data.batch_size, "schedule.epochs": cfg.schedule.epochs,
+                "train.eval_every": cfg.train.eval_every}
+    for key, value in positive.items():
+        if value < 1:
+            raise UserError(f"{key} must be at least 1, got {value}")
+    if cfg.optim.lr <= 0:
+        raise UserError(f"optim.lr must be positive, got {cfg.optim.lr}")
+    if not 0 <= cfg.train.ema_decay < 1:
+        raise UserError(f"train.ema_decay must be in [0, 1), got {cfg.train.ema_decay}")
+    if not 0 <= cfg.train.label_smoothing < 1:
+        raise UserError(f"train.label_smoothing must be in [0, 1), got {cfg.train.label_smoothing}")
+    if cfg.schedule.name == "multistep" and not cfg.schedule.milestones:
+        raise UserError("schedule.milestones: the multistep schedule needs epochs, e.g. [81, 122]")
+    if not cfg.name or "/" in cfg.name or cfg.name in (".", ".."):
+        raise UserError(f"name '{cfg.name}': a run name is one folder name, without '/'")

@@ -1,0 +1,50 @@
+"""Name -> attention block, so every attnzoo backbone takes `attn=<name>` and `attn_kwargs`.
+
+attnzoo's own blocks come first; any other name is handed to `timm.layers.create_attn`
+(se, eca, cbam, gc, ...). A block is built as `Block(channels, **attn_kwargs)` and maps
+(N, C, H, W) -> (N, C, H, W).
+"""
+from functools import partial
+
+import timm.layers
+from torch import nn
+
+from ..errors import UserError, choices_hint
+
+# attnzoo blocks, filled by the family modules: name -> callable(channels, **kwargs) -> nn.Module
+ATTNZOO_BLOCKS: dict = {}
+
+TIMM_BLOCKS = ("ese", "eca", "ecam", "ceca", "ge", "gc", "gca", "cbam", "lcbam", "coord", "scoord")
+
+
+def block_names() -> list[str]:
+    return sorted(set(ATTNZOO_BLOCKS) | set(TIMM_BLOCKS))
+
+
+def get_block(name):
+    """The constructor behind `name`, or None for no attention ('', 'none' or None)."""
+    if name is None or name in ("", "none"):
+        return None
+    if not isinstance(name, str):
+        return name  # a class or partial passed directly
+    if name in ATTNZOO_BLOCKS:
+        return ATTNZOO_BLOCKS[name]
+    if name in TIMM_BLOCKS:
+        return timm.layers.get_attn(name)
+    raise UserError(f"unknown attention block '{name}'; {choices_hint(name, block_names())}")
+
+
+def create_block(name, channels: int, **kwargs) -> nn.Module | None:
+    """Build the block `name` for `channels` channels; None when name means no attention."""
+    cls = get_block(name)
+    if cls is None:
+        return None
+    try:
+        return cls(channels, **kwargs)
+    except TypeError as e:
+        raise UserError(f"attention block '{name}': {e}") from None
+
+
+def block_factory(name, **kwargs):
+    """A `channels -> module` callable for networks that build one block per stage, or None."""
+    return None if get_block(name) is None else partial(create_block, name, **kwargs)
