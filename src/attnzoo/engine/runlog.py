@@ -17,12 +17,12 @@ class RunLog:
         self.tb = None
         if not enabled:
             return
-        rows = [r for r in read_metrics(self.path) if r["epoch"] < resume_epoch]
+        rows = [r for r in read_metrics(self.path) if r["epoch"] <= resume_epoch]
         self.path.write_text("".join(json.dumps(r) + "\n" for r in rows))
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=resume_epoch)
+            self.tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=resume_epoch + 1)
         except ImportError:  # tensorboard is a dependency; tolerate a broken install
             self.tb = None
 

@@ -5,7 +5,6 @@ one pass over the data. See DESIGN.md for the run folder this writes.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import random
@@ -20,6 +19,7 @@ from torch import nn
 from .. import create_model
 from ..data import build_data, build_loader
 from ..errors import UserError
+from ..models import ATTNZOO_MODELS
 from . import checkpoint as ckpt
 from .config import Config, config_to_dict, save_config
 from .distributed import DistInfo, broadcast_flag, cleanup, init_distributed
@@ -65,7 +65,14 @@ def build_model(cfg: Config, num_classes: int) -> nn.Module:
         raise UserError(f"model.kwargs.num_classes={kwargs['num_classes']} disagrees with the "
                         f"{num_classes} classes of dataset '{cfg.data.name}'")
     if cfg.model.pretrained:
-        kwargs["pretrained"] = cfg.model.pretrained
+        path = Path(cfg.model.pretrained)
+        if not path.is_file():
+            raise UserError(f"model.pretrained {path} does not exist; attnzoo never downloads "
+                            "weights: give a local timm/torchvision weight file")
+        if cfg.model.name in ATTNZOO_MODELS:  # attnzoo networks take a local path
+            kwargs["pretrained"] = str(path)
+        else:  # timm's own loader reads a local file through the pretrained_cfg overlay
+            kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(path)})
     model = create_model(cfg.model.name, **kwargs)
     if cfg.model.checkpoint:
         state, _ = ckpt.read_weights(Path(cfg.model.checkpoint))
@@ -134,7 +141,8 @@ def _train(cfg: Config, resume, quiet, dist: DistInfo) -> dict:
         ema = ModelEmaV3(model, decay=cfg.train.ema_decay)
     train_model = nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None) if dist.enabled else model
-    criterion = build_loss(cfg.train.loss, cfg.train.loss_options, cfg.train.label_smoothing)
+    criterion = build_loss(cfg.train.loss, cfg.train.loss_options, cfg.train.label_smoothing,
+                           multilabel=bundle.multilabel)
 
     progress = {"epoch": 0, "step": 0, "best": None, "best_epoch": 0, "bad_evals": 0,
                 "best_metrics": {}, "final": {}, "train_time": 0.0, "train_images": 0}
@@ -289,8 +297,6 @@ def _train_one_epoch(c: dict, progress: dict, epoch: int):
     cfg, device, model = c["cfg"], c["device"], c["train_model"]
     optimizer, scheduler, scaler, ema = c["optimizer"], c["scheduler"], c["scaler"], c["ema"]
     model.train()
-    if cfg.train.freeze_bn:
-        pass  # FrozenBatchNorm2d has no running updates to switch off
     loader = c["train_loader"]
     bar = _progress_bar(loader, epoch, cfg.schedule.epochs, enabled=c["dist"].is_main and not c["quiet"])
     total_loss, seen, steps, hit_max = 0.0, 0, 0, False

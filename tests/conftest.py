@@ -1,0 +1,25 @@
+"""Shared fixtures: tiny configs that train in about a second on one CPU core."""
+import pytest
+import torch
+
+TINY_DATA = {"name": "synthetic", "batch_size": 16, "workers": 0,
+             "options": {"num_train": 64, "num_test": 32}}
+
+
+def tiny_config(tmp_path, **sections):
+    """A Config for resnet_cifar depth 8 on 64 synthetic images; `sections` override keys."""
+    from attnzoo.engine.config import config_from_dict, deep_merge
+
+    base = {"name": "tiny", "out_dir": str(tmp_path / "runs"),
+            "model": {"name": "resnet_cifar", "kwargs": {"depth": 8}},
+            "data": dict(TINY_DATA),
+            "optim": {"name": "sgd", "lr": 0.05},
+            "schedule": {"name": "cosine", "epochs": 2},
+            "train": {"seed": 0, "deterministic": True, "device": "cpu"}}
+    return config_from_dict(deep_merge(base, sections))
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    torch.set_num_threads(1)
+    yield

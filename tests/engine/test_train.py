@@ -1,0 +1,184 @@
+"""End-to-end runs of the engine on tiny synthetic data: run folder, resume after a kill,
+atomic checkpoints, divergence, distributed equivalence."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from attnzoo.engine import checkpoint as ckpt
+from attnzoo.engine.train import TrainingDiverged, train
+from attnzoo.errors import UserError
+
+from ..conftest import tiny_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_run_folder_has_everything_design_names(tmp_path):
+    cfg = tiny_config(tmp_path, train={"ema_decay": 0.9})
+    summary = train(cfg, quiet=True)
+    run = cfg.run_dir
+    for rel in ("config.yaml", "metrics.jsonl", "summary.json", "checkpoints/last.pt",
+                "checkpoints/best.safetensors", "figures/curves.png"):
+        assert (run / rel).is_file(), rel
+    assert any((run / "tb").iterdir())
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert {"train_loss", "lr", "img_per_s", "time_s", "eval", "eval_ema"} <= set(rows[0])
+    assert set(rows[0]["eval"]) == {"test", "test_swapped"}
+    assert {"top1", "top5", "loss"} == set(rows[0]["eval"]["test"])
+    on_disk = json.loads((run / "summary.json").read_text())
+    assert on_disk["params"] == summary["params"] > 0 and on_disk["macs"] > 0
+    assert on_disk["epochs_run"] == 2 and on_disk["stopped"] == "completed"
+    assert 0 <= on_disk["best"]["test"]["top1"] <= 100
+    # the best weights rebuild the network from the file alone
+    model, loaded_cfg = ckpt.load_model(run / "checkpoints" / "best.safetensors")
+    assert loaded_cfg.model.name == "resnet_cifar" and model.num_classes == 10
+
+
+def test_existing_run_is_never_overwritten(tmp_path):
+    cfg = tiny_config(tmp_path, schedule={"epochs": 1})
+    train(cfg, quiet=True)
+    before = (cfg.run_dir / "checkpoints" / "last.pt").read_bytes()
+    with pytest.raises(UserError, match="already holds a run; continue it with --resume auto"):
+        train(cfg, quiet=True)
+    assert (cfg.run_dir / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def _run_script(*parts: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    code = "".join(textwrap.dedent(p) for p in parts)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
+    """A run SIGKILLed in the middle of its second epoch and resumed with --resume auto ends with
+    exactly the weights of a run that was never interrupted."""
+    common = f"""
+        import os, signal, sys, torch
+        sys.path.insert(0, {str(ROOT)!r})
+        torch.set_num_threads(1)
+        from tests.conftest import tiny_config
+        import attnzoo.engine.train as T
+        from pathlib import Path
+        cfg = tiny_config(Path({str(tmp_path)!r}) / NAME, schedule={{"epochs": 3}},
+                          data={{"augment": "crop_flip"}}, train={{"ema_decay": 0.5}})
+    """
+    killer = """
+        real = T.build_loss
+        def build_loss(*a, **kw):
+            loss, calls = real(*a, **kw), [0]
+            def counted(logits, target):
+                calls[0] += 1
+                if calls[0] == 6:  # step 2 of epoch 2 (4 steps an epoch)
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return loss(logits, target)
+            return counted
+        T.build_loss = build_loss
+        T.train(cfg, quiet=True)
+    """
+    killed = _run_script(common.replace("NAME", "'killed'"), killer, tmp_path=tmp_path)
+    assert killed.returncode == -9, killed.stderr
+    last = tmp_path / "killed" / "runs" / "tiny" / "checkpoints" / "last.pt"
+    assert ckpt.load_training_state(last)["progress"]["epoch"] == 1
+    resumed = _run_script(common.replace("NAME", "'killed'"), "T.train(cfg, resume='auto', quiet=True)",
+                          tmp_path=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    straight = _run_script(common.replace("NAME", "'straight'"), "T.train(cfg, quiet=True)",
+                           tmp_path=tmp_path)
+    assert straight.returncode == 0, straight.stderr
+    a = torch.load(last, weights_only=True)
+    b = torch.load(tmp_path / "straight" / "runs" / "tiny" / "checkpoints" / "last.pt",
+                   weights_only=True)
+    assert a["progress"]["epoch"] == b["progress"]["epoch"] == 3
+    for key in b["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for key in b["ema"]:
+        assert torch.equal(a["ema"][key], b["ema"][key]), key
+    rows = (tmp_path / "killed" / "runs" / "tiny" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in rows] == [1, 2, 3]
+
+
+def test_kill_during_save_keeps_previous_checkpoint(tmp_path):
+    path = tmp_path / "last.pt"
+    ckpt.save_training_state(path, {"step": torch.tensor(1)})
+
+    def dies_halfway(tmp):
+        Path(tmp).write_bytes(b"partial")
+        raise KeyboardInterrupt  # the process is stopped in the middle of writing
+
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.atomic_write(path, dies_halfway)
+    assert ckpt.load_training_state(path)["step"].item() == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    import attnzoo.engine.train as T
+
+    real = T.build_loss
+
+    def nan_in_epoch_two(*args, **kwargs):
+        loss, calls = real(*args, **kwargs), [0]
+
+        def wrapped(logits, target):
+            calls[0] += 1
+            value = loss(logits, target)
+            return value * float("nan") if calls[0] == 6 else value
+        return wrapped
+
+    monkeypatch.setattr(T, "build_loss", nan_in_epoch_two)
+    cfg = tiny_config(tmp_path, schedule={"epochs": 3})
+    with pytest.raises(TrainingDiverged, match="loss became nan at epoch 2"):
+        train(cfg, quiet=True)
+    state = ckpt.load_training_state(cfg.run_dir / "checkpoints" / "last.pt")
+    assert state["progress"]["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_corrupt_checkpoint_is_a_user_error(tmp_path):
+    bad = tmp_path / "best.safetensors"
+    bad.write_bytes(b"\x00" * 10)
+    with pytest.raises(UserError, match="not a readable safetensors file"):
+        ckpt.load_model(bad)
+    bad = tmp_path / "last.pt"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(UserError, match="cannot be read as an attnzoo training state"):
+        ckpt.load_model(bad)
+    with pytest.raises(UserError, match="does not exist"):
+        ckpt.load_model(tmp_path / "missing.safetensors")
+
+
+def test_two_process_ddp_matches_one_process(tmp_path):
+    """torchrun with 2 CPU processes (gloo) and the same global batch ends with the weights of the
+    one-process run, to float tolerance. BatchNorm is frozen so batch statistics do not depend on
+    how the global batch is split (SyncBatchNorm needs a GPU)."""
+    overrides = ["--set", "model.name=resnet_cifar", "--set", "model.kwargs.depth=8",
+                 "--set", "data.options.num_train=64", "--set", "data.options.num_test=32",
+                 "--set", "data.workers=0", "--set", "train.deterministic=true",
+                 "--set", "train.freeze_bn=true", "--set", "schedule.epochs=2",
+                 "--batch-size", "16", "--device", "cpu", "--quiet"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "attnzoo.cli", "train", "--name", "one",
+                          "--out-dir", str(tmp_path), *overrides], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc_per_node", "2", "-m", "attnzoo.cli", "train", "--name", "two",
+                          "--out-dir", str(tmp_path), *overrides], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a = torch.load(tmp_path / "one" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "two" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    sa = json.loads((tmp_path / "one" / "summary.json").read_text())
+    sb = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert sb["world_size"] == 2 and sb["steps"] == sa["steps"] == 8
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+    assert sa["final"]["test"]["top1"] == pytest.approx(sb["final"]["test"]["top1"])
