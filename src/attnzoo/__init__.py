@@ -23,14 +23,19 @@ def list_models(pattern: str = "*", include_timm: bool = False) -> list[str]:
     return sorted(n for n in names if fnmatch.fnmatch(n, pattern))
 
 
+def check_model_name(name: str) -> None:
+    """UserError naming the closest registered names unless `name` is a registered network."""
+    if not timm.is_model(name):
+        raise UserError(f"unknown model '{name}'; {choices_hint(name, ATTNZOO_MODELS)} "
+                        "(or any name in timm.list_models())")
+
+
 def create_model(name: str, **kwargs):
     """Build a registered network (attnzoo's or timm's) by name; kwargs go to its constructor.
 
     An unknown name raises `UserError` naming the closest registered names.
     """
-    if not timm.is_model(name):
-        raise UserError(f"unknown model '{name}'; {choices_hint(name, ATTNZOO_MODELS)} "
-                        "(or any name in timm.list_models())")
+    check_model_name(name)
     kwargs.setdefault("pretrained", False)
     try:
         return timm.create_model(name, **kwargs)

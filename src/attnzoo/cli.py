@@ -41,6 +41,8 @@ def _run_overrides(args) -> list[str]:
     sets = [f"{k}={v}" for k, v in pairs.items() if v is not None]
     if getattr(args, "model", None):
         sets.append(f"model.name={args.model}")
+    if getattr(args, "pretrained", None):
+        sets.append(f"model.pretrained={args.pretrained}")
     if getattr(args, "seed", None) is not None:
         sets.append(f"train.seed={args.seed}")
     if getattr(args, "name", None):
@@ -59,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model name (model.name)")
     p.add_argument("--name", help="run folder name (default: the recipe's)")
     p.add_argument("--seed", type=int, help="train.seed")
+    p.add_argument("--pretrained", help="local backbone weights, timm or torchvision format "
+                   "(model.pretrained); attnzoo never downloads")
     p.add_argument("--resume", help="'auto' to continue runs/<name>/checkpoints/last.pt, or a path")
     p.add_argument("--dry-run", action="store_true",
                    help="build everything and run two steps on synthetic data of the recipe's shape")
@@ -115,6 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="dataset with boxes (default: the one it was trained on)")
     p.add_argument("--data-dir")
     p.add_argument("--num-samples", type=int, default=0, help="0: the whole split")
+    p.add_argument("--split", help="eval split to analyse (default: the first, e.g. test)")
+    p.add_argument("--methods", type=_csv, default=["gradcam", "eigencam"],
+                   help="class activation maps: gradcam, eigencam, scorecam")
+    p.add_argument("--pixels", nargs="+", metavar="ROW,COL",
+                   help="feature-map pixels at which to show SAN/LESA attention weights")
+    p.add_argument("--boxes", help="box file for image folders (ImageNet LOC_val_solution.csv)")
+    p.add_argument("--no-bias", action="store_true", help="maps only, no bias statistics")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--out-dir", help="default: <run folder>/analysis")
     return parser
 
@@ -241,10 +254,22 @@ def cmd_convert(args) -> int:
 def cmd_analyze(args) -> int:
     from .analysis import run_analysis
 
+    pixels = None
+    if args.pixels:
+        try:
+            pixels = [tuple(int(v) for v in p.split(",")) for p in args.pixels]
+        except ValueError:
+            raise UserError(f"--pixels {' '.join(args.pixels)}: expected ROW,COL pairs, e.g. 3,4 7,7") from None
     result = run_analysis(args.checkpoint, out_dir=args.out_dir,
                           data_overrides=lambda cfg: _data_overrides(args, cfg),
-                          num_samples=args.num_samples)
-    print(json.dumps(result, indent=2) if not isinstance(result, str) else result)
+                          num_samples=args.num_samples, methods=tuple(args.methods),
+                          split=args.split, pixels=pixels, batch_size=args.batch_size,
+                          device=args.device, bias=not args.no_bias, boxes_file=args.boxes)
+    out = Path(args.out_dir) if args.out_dir else Path(args.checkpoint).resolve().parent.parent / "analysis"
+    print(f"report: {out / 'report.md'}  (statistics: {out / 'bias.json'})")
+    headline = {"bias": (result.get("bias") or {}).get(args.methods[0], {}).get("all"),
+                "context": result.get("context")}
+    print(json.dumps(headline, indent=2))
     return 0
 
 

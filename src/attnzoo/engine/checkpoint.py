@@ -140,6 +140,10 @@ def load_model(path, map_location="cpu", **model_overrides):
     cfg = config_from_dict(config)
     kwargs = {**cfg.model.kwargs, **model_overrides}  # num_classes is resolved there by `train`
     model = create_model(cfg.model.name, **kwargs)
+    if cfg.train.freeze_bn:  # trained with FrozenBatchNorm2d, which has no num_batches_tracked
+        from timm.layers import freeze_batch_norm_2d
+
+        model = freeze_batch_norm_2d(model)
     load_state_strict(model, state, f"checkpoint {path}")
     return model.to(map_location).eval(), cfg
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import create_model
+from .. import check_model_name, create_model
 from ..data import build_data, build_loader
 from ..errors import UserError
 from ..models import ATTNZOO_MODELS
@@ -106,6 +106,7 @@ def _train(cfg: Config, resume, quiet, dist: DistInfo) -> dict:
         raise UserError(f"run folder {run_dir} already holds a run; continue it with --resume auto "
                         "or choose another --name")
 
+    check_model_name(cfg.model.name)  # before the data, which can take a while to load
     bundle = build_data(cfg.data, train=True)
     cfg = copy.deepcopy(cfg)
     cfg.model.kwargs.setdefault("num_classes", bundle.num_classes)
