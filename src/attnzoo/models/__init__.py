@@ -1,5 +1,13 @@
 """Networks built from attnzoo layers; importing this package registers all of them in timm."""
-from . import resnet_cifar  # noqa: F401  (registers the CIFAR ResNets)
+from . import (  # noqa: F401  (each module registers its networks)
+    ida,
+    lesa,
+    resnet_cifar,
+    san,
+    senet_cifar,
+    senet_imagenet,
+    vgg_cifar,
+)
 from ._registry import ATTNZOO_MODELS, register
 
 __all__ = ["ATTNZOO_MODELS", "register"]

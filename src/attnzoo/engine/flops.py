@@ -1,0 +1,129 @@
+"""Counting a network's multiply-adds at the real input size, custom operators included.
+
+`count_flops` runs one forward pass under `torch.utils.flop_counter.FlopCounterMode` and reports
+both conventions:
+
+- ``flops``: what FlopCounterMode counts (2 per multiply-add of every convolution, matmul,
+  attention kernel, ...);
+- ``macs``: multiply-adds = flops / 2, the unit the seeds' "FLOPs" columns use (ResNet-50 at
+  224 px: 4.1G). Tables in attnzoo print MACs.
+
+Like the seeds' figures, only multiply-accumulate operators are counted; element-wise work
+(BatchNorm, activations, pooling, softmax) is not.
+
+Custom operators (attnzoo.ops: SAN aggregation and subtraction) are counted when a FLOP formula
+is known for them, from any of these sources:
+
+1. `torch.utils.flop_counter.register_flop_formula(op)` applied by the op's author (the global
+   registry FlopCounterMode consults on its own);
+2. a mapping ``FLOP_FORMULAS = {op: formula}`` exposed by `attnzoo.ops` (or a function
+   ``flop_formulas()`` returning one); it is passed as FlopCounterMode's ``custom_mapping``.
+
+A formula follows torch's convention: ``formula(*args, out_shape=..., **kwargs) -> int FLOPs``
+(2 per multiply-add), called with the op's arguments (shapes only are needed). An operator outside
+the ``aten``/``prims`` namespaces that runs without a formula is listed in ``uncounted_ops`` of
+the result, so a missing count is visible instead of silently zero.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode, flop_registry
+
+from ..errors import UserError
+
+_BUILTIN_NAMESPACES = ("aten", "prims", "prim", "profiler", "debugprims")
+
+
+def custom_flop_formulas() -> dict:
+    """FLOP formulas that `attnzoo.ops` exposes for its custom operators (empty if none).
+
+    Accepts ``attnzoo.ops.FLOP_FORMULAS`` (a dict op -> formula) or ``attnzoo.ops.flop_formulas()``.
+    Formulas registered globally with `register_flop_formula` need no entry here.
+    """
+    try:
+        from .. import ops
+    except ImportError:
+        return {}
+    found = getattr(ops, "FLOP_FORMULAS", None)
+    if found is None and callable(getattr(ops, "flop_formulas", None)):
+        found = ops.flop_formulas()
+    return {_packet(op): formula for op, formula in dict(found or {}).items()}
+
+
+def _packet(op):
+    """The OpOverloadPacket of an op or overload (the registry may be keyed by either)."""
+    return getattr(op, "overloadpacket", op)
+
+
+class _UncountedOps(TorchDispatchMode):
+    """Records the non-aten operators that ran without a FLOP formula."""
+
+    def __init__(self, known: dict):
+        super().__init__()
+        self.known = {_packet(k) for k in known} | {_packet(k) for k in flop_registry}
+        self.seen: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        namespace = getattr(func, "namespace", "aten")
+        if namespace not in _BUILTIN_NAMESPACES and _packet(func) not in self.known:
+            self.seen.add(str(_packet(func)))
+        return func(*args, **(kwargs or {}))
+
+
+def _module_key(root: nn.Module, name: str) -> str:
+    """The key FlopCounterMode uses for a submodule: root class name, then the dotted path."""
+    return f"{type(root).__name__}.{name}" if name else type(root).__name__
+
+
+def count_flops(model: nn.Module, input_size=(1, 3, 224, 224), per_module: list[str] | None = None,
+                device=None) -> dict:
+    """FLOPs and MACs of one forward pass of `model` on a random input of `input_size`.
+
+    Args:
+        model: any module taking one (N, C, H, W) tensor; it is put in eval mode for the count
+            and its train/eval state restored afterwards.
+        input_size: the full input shape (batch first); counts scale with the batch.
+        per_module: dotted submodule names (as in `named_modules`) to report separately.
+        device: where the input is made; default the device of the model's first parameter.
+
+    Returns:
+        dict(flops=int, macs=int, per_module={name: macs}, uncounted_ops=[op names]).
+    """
+    if len(input_size) != 4 or any(int(s) < 1 for s in input_size):
+        raise UserError(f"input_size {tuple(input_size)}: expected (N, C, H, W) with positive sizes")
+    if device is None:
+        param = next(iter(model.parameters()), None)
+        device = param.device if param is not None else torch.device("cpu")
+    formulas = custom_flop_formulas()
+    x = torch.randn(*input_size, device=device)
+    was_training = model.training
+    model.eval()
+    uncounted = _UncountedOps(formulas)
+    counter = FlopCounterMode(display=False, custom_mapping=formulas or None)
+    try:
+        with torch.no_grad(), counter, uncounted:
+            model(x)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{type(model).__name__} does not run on input {tuple(input_size)}: "
+                        f"{first}") from None
+    finally:
+        model.train(was_training)
+    flops = int(counter.get_total_flops())
+    counts = counter.get_flop_counts()
+    modules = {}
+    for name in per_module or []:
+        modules[name] = int(sum(counts.get(_module_key(model, name), {}).values())) // 2
+    return {"flops": flops, "macs": flops // 2, "per_module": modules,
+            "uncounted_ops": sorted(uncounted.seen)}
+
+
+def human(n: float, unit: str = "") -> str:
+    """12_345_678 -> '12.35M' (K, M, G, T)."""
+    n = float(n)
+    for suffix, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{suffix}{unit}"
+    return f"{n:.0f}{unit}" if n == int(n) else f"{n:.2f}{unit}"
