@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--img-size", type=int)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--steps", type=int, default=10, help="timed steps per model")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps before timing")
     p.add_argument("--json", dest="json_out", help="also write the rows as JSON here")
 
     p = sub.add_parser("compare", help="train several models with one recipe and seeds; "
@@ -221,7 +222,7 @@ def cmd_bench(args) -> int:
     from .engine.bench import benchmark, format_table
 
     rows = benchmark(args.models, batch_size=args.batch_size, img_size=args.img_size,
-                     device=args.device, steps=args.steps)
+                     device=args.device, steps=args.steps, warmup=args.warmup)
     print(format_table(rows))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(rows, indent=2) + "\n")
@@ -267,7 +268,8 @@ def cmd_analyze(args) -> int:
                           device=args.device, bias=not args.no_bias, boxes_file=args.boxes)
     out = Path(args.out_dir) if args.out_dir else Path(args.checkpoint).resolve().parent.parent / "analysis"
     print(f"report: {out / 'report.md'}  (statistics: {out / 'bias.json'})")
-    headline = {"bias": (result.get("bias") or {}).get(args.methods[0], {}).get("all"),
+    bias = (result.get("bias") or {}).get(args.methods[0], {}).get("all") or {}
+    headline = {"bias": {k: v for k, v in bias.items() if not isinstance(v, list)},
                 "context": result.get("context")}
     print(json.dumps(headline, indent=2))
     return 0

@@ -1,4 +1,16 @@
-"""Attention building blocks, one file per family; `create_block(name, channels)` builds any."""
-from .factory import block_names, create_block, get_block
+"""Attention building blocks, one file per family; `create_block(name, channels)` builds any
+channel block by name (`block_names()` lists them).
 
-__all__ = ["block_names", "create_block", "get_block"]
+Every block maps (N, C, H, W) -> (N, C, H, W) unless its docstring says otherwise
+(InterventionalClassifier maps a feature map to class logits).
+"""
+from .factory import block_names, create_block, get_block
+from .intervention import InterventionalClassifier
+from .lesa import LESA
+from .lsas import LSAS
+from .san import SAM, SANBottleneck
+from .se import SE
+from .shift_balance import BNSqueezeExcite, ShiftBalance
+
+__all__ = ["block_names", "create_block", "get_block", "SE", "LSAS", "ShiftBalance",
+           "BNSqueezeExcite", "LESA", "SAM", "SANBottleneck", "InterventionalClassifier"]

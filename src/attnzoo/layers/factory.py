@@ -1,8 +1,10 @@
 """Name -> attention block, so every attnzoo backbone takes `attn=<name>` and `attn_kwargs`.
 
-attnzoo's own blocks come first; any other name is handed to `timm.layers.create_attn`
-(se, eca, cbam, gc, ...). A block is built as `Block(channels, **attn_kwargs)` and maps
-(N, C, H, W) -> (N, C, H, W).
+attnzoo's own blocks come first (channel attention: `se` the LSAS seed's SE; `lsas_se`,
+`lsas_eca`, `lsas_cbam` LSAS sub-attention of `order` 0-5 on SE / ECA / CBAM's channel gate;
+`sb` Shift-and-Balance; `se_bn` the SB seed's SE with BatchNorm); any other name is handed to
+`timm.layers.create_attn` (eca, cbam, gc, ...). A block is built as
+`Block(channels, **attn_kwargs)` and maps (N, C, H, W) -> (N, C, H, W).
 """
 from functools import partial
 
@@ -10,9 +12,19 @@ import timm.layers
 from torch import nn
 
 from ..errors import UserError, choices_hint
+from .lsas import LSAS
+from .se import SE
+from .shift_balance import BNSqueezeExcite, ShiftBalance
 
 # attnzoo blocks, filled by the family modules: name -> callable(channels, **kwargs) -> nn.Module
-ATTNZOO_BLOCKS: dict = {}
+ATTNZOO_BLOCKS: dict = {
+    "se": SE,
+    "lsas_se": partial(LSAS, attn="se"),
+    "lsas_eca": partial(LSAS, attn="eca"),
+    "lsas_cbam": partial(LSAS, attn="cbam"),
+    "sb": ShiftBalance,
+    "se_bn": BNSqueezeExcite,
+}
 
 TIMM_BLOCKS = ("ese", "eca", "ecam", "ceca", "ge", "gc", "gca", "cbam", "lcbam", "coord", "scoord")
 

@@ -1,0 +1,108 @@
+"""Shift-and-Balance attention (arXiv 2103.13080) and the SE variant of its reference code.
+
+Both pool x to (N, C) and run the same small network over it,
+
+    A(x) = act(BN(fc2(relu(BN(fc1(mean_hw(x))))))),   hidden width int(ratio · C),
+
+and then combine differently:
+
+- `ShiftBalance` (SB): y = x + λ · A(x) with a per-channel λ (drawn from N(0, 1), shape (1, C))
+  and act one of tanh, sigmoid, relu, softmax (over channels), linear (the seed's ablation).
+- `BNSqueezeExcite`: y = x · σ(A(x)), the SE the SB seed compares against (with BatchNorm1d,
+  unlike the LSAS seed's `attnzoo.layers.se.SE`).
+
+As in the seed's `weights_init`, the Linear and BatchNorm1d weights start from N(0, 0.02) and the
+biases from 0 (`init_std=None` keeps PyTorch's defaults instead).
+
+Unlike the reference (which `squeeze()`s the pooled vector), batch size 1 works; in training mode
+BatchNorm1d still needs more than one sample for batch statistics, so use eval mode there.
+
+Shapes: x (N, C, H, W) -> (N, C, H, W).
+"""
+import torch
+from torch import nn
+
+from ..errors import UserError, choices_hint
+
+ACTIVATIONS = ("tanh", "sigmoid", "relu", "softmax", "linear")
+
+
+def _activation(name: str) -> nn.Module:
+    if name == "tanh":
+        return nn.Tanh()
+    if name == "sigmoid":
+        return nn.Sigmoid()
+    if name == "relu":
+        return nn.ReLU()
+    if name == "softmax":
+        return nn.Softmax(dim=1)  # over channels of the (N, C) vector
+    if name == "linear":
+        return nn.Identity()
+    raise UserError(f"Shift-and-Balance: unknown activation '{name}'; {choices_hint(name, ACTIVATIONS)}")
+
+
+class _PooledMLP(nn.Module):
+    """mean_hw -> fc1 -> BN1d -> relu -> fc2 -> BN1d -> act; (N, C, H, W) -> (N, C)."""
+
+    def __init__(self, channels: int, ratio: float, activation: str, init_std, what: str):
+        super().__init__()
+        if not ratio > 0:
+            raise UserError(f"{what}: ratio must be positive, got {ratio}")
+        hidden = int(ratio * channels)
+        if hidden < 1:
+            raise UserError(f"{what}: ratio {ratio} leaves {hidden} hidden channels for {channels} "
+                            f"channels; use a ratio of at least {1 / channels:.4g}")
+        self.fc1 = nn.Linear(channels, hidden)
+        self.bn1 = nn.BatchNorm1d(hidden)
+        self.relu = nn.ReLU(inplace=True)
+        self.fc2 = nn.Linear(hidden, channels)
+        self.bn2 = nn.BatchNorm1d(channels)
+        self.act = _activation(activation)
+        if init_std is not None:
+            for m in (self.fc1, self.bn1, self.fc2, self.bn2):
+                nn.init.normal_(m.weight, 0.0, init_std)
+                nn.init.zeros_(m.bias)
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        a = x.mean((2, 3))                              # (N, C); flatten keeps N = 1 intact
+        a = self.relu(self.bn1(self.fc1(a)))            # (N, hidden)
+        return self.act(self.bn2(self.fc2(a)))          # (N, C)
+
+
+class ShiftBalance(_PooledMLP):
+    """SB attention: y = x + λ · A(x).
+
+    Args:
+        channels: C of the input.
+        ratio: hidden width int(ratio · C) (0.5 in the seed).
+        activation: tanh (the seed's default), sigmoid, relu, softmax or linear.
+        init_std: std of the seed's N(0, std) init of Linear/BatchNorm1d weights (None: PyTorch's).
+
+    Shapes: (N, C, H, W) -> (N, C, H, W).
+    """
+
+    def __init__(self, channels: int, ratio: float = 0.5, activation: str = "tanh", init_std=0.02):
+        super().__init__(channels, ratio, activation, init_std, "Shift-and-Balance")
+        self.lam = nn.Parameter(torch.randn(1, channels))   # λ, per channel
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shift = self.lam * self.attention(x)            # (N, C)
+        return x + shift[:, :, None, None]
+
+
+class BNSqueezeExcite(_PooledMLP):
+    """The SB seed's SE: y = x · σ(A(x)) with BatchNorm1d in the MLP.
+
+    Args:
+        channels: C of the input.
+        ratio: hidden width int(ratio · C) (0.5 in the seed).
+        init_std: as for `ShiftBalance`.
+
+    Shapes: (N, C, H, W) -> (N, C, H, W).
+    """
+
+    def __init__(self, channels: int, ratio: float = 0.5, init_std=0.02):
+        super().__init__(channels, ratio, "sigmoid", init_std, "SE (BatchNorm)")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.attention(x)[:, :, None, None]

@@ -1,0 +1,226 @@
+"""SENet and LSAS-SENet ResNet-18/34/50/101/152 for ImageNet, as the LSAS seed builds them
+(`imagenet/senet.py`, `imagenet/lsas_senet.py`).
+
+The backbone is torchvision's ResNet v1.5 layout (7x7 stem, max pool, stride in the 3x3 conv of
+the bottleneck, 1x1 projection shortcut) with an attention slot after the last BatchNorm of each
+block, before the residual addition.
+
+- `senet_resnet*`: SE (hidden C // 16, Linear layers with bias) in every block of all four stages.
+- `lsas_senet_resnet*`: SE + LSAS sub-attention of order 1 in the blocks of stages 3 and 4 only
+  (stages 1 and 2 have no attention). Note this differs from the CIFAR networks, where LSAS sits
+  in the last of three stages only. `order=` 0-5 changes the order.
+
+Initialisation as in the seed: Kaiming-normal (fan_out) convolutions, BatchNorm 1 / 0, PyTorch's
+default Linear init, `zero_init_residual=False`. Any attention block works (`attn=`, `attn_kwargs=`,
+`attn_stages=`).
+
+Input (N, 3, H, W) -> logits (N, num_classes); any H, W >= 32 (pooling is global).
+"""
+from torch import nn
+
+from ..errors import UserError
+from ..layers.factory import block_factory
+from ._registry import build, register
+
+
+def _conv_bn(cin, cout, k, stride=1):
+    return nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout)
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None, attn_layer=None):
+        super().__init__()
+        self.conv1, self.bn1 = _conv_bn(inplanes, planes, 3, stride)
+        self.conv2, self.bn2 = _conv_bn(planes, planes, 3)
+        self.attn = attn_layer(planes) if attn_layer else nn.Identity()
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x):
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.attn(self.bn2(self.conv2(out)))
+        return self.relu(out + shortcut)
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None, attn_layer=None):
+        super().__init__()
+        width = planes * self.expansion
+        self.conv1, self.bn1 = _conv_bn(inplanes, planes, 1)
+        self.conv2, self.bn2 = _conv_bn(planes, planes, 3, stride)
+        self.conv3, self.bn3 = _conv_bn(planes, width, 1)
+        self.attn = attn_layer(width) if attn_layer else nn.Identity()
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x):
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.attn(self.bn3(self.conv3(out)))
+        return self.relu(out + shortcut)
+
+
+DEPTHS = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)),
+          50: (Bottleneck, (3, 4, 6, 3)), 101: (Bottleneck, (3, 4, 23, 3)),
+          152: (Bottleneck, (3, 8, 36, 3))}
+
+
+class AttnResNet(nn.Module):
+    """ImageNet ResNet of depth 18/34/50/101/152 with an attention slot per block.
+
+    Args:
+        depth: 18, 34 (basic block), 50, 101, 152 (bottleneck).
+        attn, attn_kwargs: the attention block (`attnzoo.layers.block_names()`) and its options.
+        attn_stages: the stages (1-4) whose blocks get it.
+    """
+
+    def __init__(self, depth=50, num_classes=1000, in_chans=3, attn=None, attn_kwargs=None,
+                 attn_stages=(1, 2, 3, 4), zero_init_residual=False, drop_rate=0.0):
+        super().__init__()
+        if depth not in DEPTHS:
+            raise UserError(f"ImageNet ResNet depth {depth} is not valid; valid: "
+                            f"{', '.join(map(str, DEPTHS))}")
+        bad = [s for s in attn_stages if s not in (1, 2, 3, 4)]
+        if bad:
+            raise UserError(f"attn_stages {list(attn_stages)}: stages are numbered 1, 2, 3, 4")
+        block_cls, layers = DEPTHS[depth]
+        attn_layer = block_factory(attn, **(attn_kwargs or {}))
+        self.num_classes = num_classes
+        self.drop_rate = drop_rate
+        self.inplanes = 64
+        self.conv1 = nn.Conv2d(in_chans, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        stages = []
+        for i, (planes, n, stride) in enumerate(zip((64, 128, 256, 512), layers, (1, 2, 2, 2)), 1):
+            stages.append(self._make_stage(block_cls, planes, n, stride,
+                                           attn_layer if i in attn_stages else None))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.num_features = 512 * block_cls.expansion
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, (BasicBlock, Bottleneck)):
+                    nn.init.zeros_((m.bn3 if isinstance(m, Bottleneck) else m.bn2).weight)
+
+    def _make_stage(self, block_cls, planes, n, stride, attn_layer):
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block_cls.expansion:
+            downsample = nn.Sequential(*_conv_bn(self.inplanes, planes * block_cls.expansion, 1, stride))
+        layers = [block_cls(self.inplanes, planes, stride, downsample, attn_layer)]
+        self.inplanes = planes * block_cls.expansion
+        layers += [block_cls(self.inplanes, planes, attn_layer=attn_layer) for _ in range(1, n)]
+        return nn.Sequential(*layers)
+
+    def get_classifier(self):
+        return self.fc
+
+    def reset_classifier(self, num_classes: int):
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+
+    def forward_features(self, x):
+        """(N, 3, H, W) -> (N, num_features, H/32, W/32)."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def forward_head(self, x, pre_logits: bool = False):
+        x = self.global_pool(x).flatten(1)
+        if self.drop_rate:
+            x = nn.functional.dropout(x, self.drop_rate, self.training)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
+
+
+def _attn_kwargs(kwargs, attn, **seed):
+    """The seed's SE options (floor rounding, LSAS order) unless another block is asked for."""
+    user = kwargs.pop("attn_kwargs", None) or {}
+    return {**seed, **user} if kwargs.get("attn", attn) == attn else user
+
+
+def _senet(depth, pretrained, kwargs):
+    attn_kwargs = _attn_kwargs(kwargs, "se", rounding="floor")
+    return build(AttnResNet, f"senet_resnet{depth}", pretrained, kwargs, depth=depth, attn="se",
+                 attn_kwargs=attn_kwargs, attn_stages=(1, 2, 3, 4))
+
+
+def _lsas(depth, pretrained, kwargs):
+    attn_kwargs = _attn_kwargs(kwargs, "lsas_se", rounding="floor", order=kwargs.pop("order", 1))
+    return build(AttnResNet, f"lsas_senet_resnet{depth}", pretrained, kwargs, depth=depth,
+                 attn="lsas_se", attn_kwargs=attn_kwargs, attn_stages=(3, 4))
+
+
+@register
+def senet_resnet18(pretrained=False, **kwargs):
+    """SE-ResNet-18 (SE in every block), the LSAS seed's `senet_resnet18`."""
+    return _senet(18, pretrained, kwargs)
+
+
+@register
+def senet_resnet34(pretrained=False, **kwargs):
+    """SE-ResNet-34 (SE in every block), the LSAS seed's `senet_resnet34`."""
+    return _senet(34, pretrained, kwargs)
+
+
+@register
+def senet_resnet50(pretrained=False, **kwargs):
+    """SE-ResNet-50 (SE in every block), the LSAS seed's `senet_resnet50`."""
+    return _senet(50, pretrained, kwargs)
+
+
+@register
+def senet_resnet101(pretrained=False, **kwargs):
+    """SE-ResNet-101 (SE in every block), the LSAS seed's `senet_resnet101`."""
+    return _senet(101, pretrained, kwargs)
+
+
+@register
+def senet_resnet152(pretrained=False, **kwargs):
+    """SE-ResNet-152 (SE in every block), the LSAS seed's `senet_resnet152`."""
+    return _senet(152, pretrained, kwargs)
+
+
+@register
+def lsas_senet_resnet18(pretrained=False, **kwargs):
+    """LSAS-SE-ResNet-18 (SE + LSAS order 1 in stages 3-4), the seed's `lsas_senet_resnet18`."""
+    return _lsas(18, pretrained, kwargs)
+
+
+@register
+def lsas_senet_resnet34(pretrained=False, **kwargs):
+    """LSAS-SE-ResNet-34 (SE + LSAS order 1 in stages 3-4), the seed's `lsas_senet_resnet34`."""
+    return _lsas(34, pretrained, kwargs)
+
+
+@register
+def lsas_senet_resnet50(pretrained=False, **kwargs):
+    """LSAS-SE-ResNet-50 (SE + LSAS order 1 in stages 3-4), the seed's `lsas_senet_resnet50`."""
+    return _lsas(50, pretrained, kwargs)
+
+
+@register
+def lsas_senet_resnet101(pretrained=False, **kwargs):
+    """LSAS-SE-ResNet-101 (SE + LSAS order 1 in stages 3-4), the seed's `lsas_senet_resnet101`."""
+    return _lsas(101, pretrained, kwargs)
+
+
+@register
+def lsas_senet_resnet152(pretrained=False, **kwargs):
+    """LSAS-SE-ResNet-152 (SE + LSAS order 1 in stages 3-4), the seed's `lsas_senet_resnet152`."""
+    return _lsas(152, pretrained, kwargs)

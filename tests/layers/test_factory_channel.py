@@ -1,0 +1,33 @@
+"""The block factory knows the channel-attention blocks and rejects unknown names clearly."""
+import pytest
+import torch
+
+from attnzoo.errors import UserError
+from attnzoo.layers.factory import block_names, create_block
+from attnzoo.layers.lsas import LSAS
+from attnzoo.layers.se import SE
+from attnzoo.layers.shift_balance import BNSqueezeExcite, ShiftBalance
+
+
+@pytest.mark.parametrize("name,cls", [("se", SE), ("lsas_se", LSAS), ("lsas_eca", LSAS),
+                                      ("lsas_cbam", LSAS), ("sb", ShiftBalance), ("se_bn", BNSqueezeExcite)])
+def test_channel_blocks_are_registered(name, cls):
+    assert name in block_names()
+    block = create_block(name, 32).eval()
+    assert isinstance(block, cls)
+    x = torch.randn(1, 32, 4, 4)
+    assert block(x).shape == x.shape
+
+
+def test_lsas_options_pass_through():
+    block = create_block("lsas_eca", 64, order=4, kernel_size=5)
+    assert block.order == 4 and block.kind == "eca"
+
+
+def test_unknown_names_and_options_are_user_errors():
+    with pytest.raises(UserError, match="unknown attention block 'lsas_sse'; did you mean lsas_se"):
+        create_block("lsas_sse", 32)
+    with pytest.raises(UserError, match="LSAS order must be an integer from 0 to 5, got 9"):
+        create_block("lsas_se", 32, order=9)
+    with pytest.raises(UserError, match="attention block 'sb'"):
+        create_block("sb", 32, bogus=1)

@@ -1,0 +1,68 @@
+"""LSAS sub-attention: the vectorised chain equals the sequential definition for every order."""
+import pytest
+import torch
+
+from attnzoo.errors import UserError
+from attnzoo.layers.lsas import LSAS
+
+
+def sequential_gate(m: LSAS, x):
+    """The paper's chain written out step by step."""
+    z = m.logit(x).flatten(1)
+    gate, s = torch.sigmoid(z), z
+    for i in range(m.order):
+        s = s * m.sub_w[i] + m.sub_b[i]
+        gate = gate * torch.sigmoid(s)
+    return gate[:, :, None, None]
+
+
+@pytest.mark.parametrize("base", ["se", "eca", "cbam"])
+@pytest.mark.parametrize("order", [0, 1, 2, 5])
+def test_vectorised_chain_equals_the_sequential_one(base, order):
+    torch.manual_seed(order)
+    m = LSAS(32, attn=base, order=order)
+    if order:
+        with torch.no_grad():
+            m.sub_w.normal_(0.5, 0.5)
+            m.sub_b.normal_()
+    x = torch.randn(3, 32, 4, 4)
+    assert torch.allclose(m.gate(x), sequential_gate(m, x), atol=1e-6)
+    y = m(x)
+    assert y.shape == x.shape
+    if base != "cbam":   # CBAM applies its spatial gate afterwards
+        assert torch.allclose(y, x * sequential_gate(m, x), atol=1e-6)
+
+
+def test_initial_parameters_and_order_zero_is_plain_se():
+    m = LSAS(32, order=3)
+    assert m.sub_w.shape == (3, 32) and torch.all(m.sub_w == 0.5) and torch.all(m.sub_b == -0.5)
+    m0 = LSAS(32, order=0)
+    assert not any(n.startswith("sub_") for n, _ in m0.named_parameters())
+    x = torch.randn(2, 32, 3, 3)
+    assert torch.allclose(m0(x), m0.base(x))
+
+
+def test_lsas_on_cbam_gates_the_channels_then_the_space():
+    torch.manual_seed(0)
+    m = LSAS(32, attn="cbam", order=0).eval()
+    x = torch.randn(2, 32, 6, 6)
+    assert torch.allclose(m(x), m.base(x), atol=1e-6)   # order 0 == timm's CBAM
+
+
+def test_no_full_size_tensor_besides_the_output_in_the_gate():
+    m = LSAS(16, order=5)
+    x = torch.randn(2, 16, 8, 8)
+    assert m.gate(x).shape == (2, 16, 1, 1)
+
+
+@pytest.mark.parametrize("order", [-1, 6, 1.5, True])
+def test_order_outside_0_to_5_is_a_user_error(order):
+    with pytest.raises(UserError, match="LSAS order must be an integer from 0 to 5"):
+        LSAS(32, order=order)
+
+
+def test_unknown_base_and_non_sigmoid_gate_are_user_errors():
+    with pytest.raises(UserError, match="unknown base attention 'gc'"):
+        LSAS(32, attn="gc")
+    with pytest.raises(UserError, match="needs a sigmoid gate"):
+        LSAS(32, attn="eca", gate_layer="tanh")

@@ -1,0 +1,31 @@
+"""SE in the LSAS seed's layout."""
+import pytest
+import torch
+
+from attnzoo.errors import UserError
+from attnzoo.layers.se import SE
+
+
+def test_se_matches_the_formula_and_keeps_shape():
+    torch.manual_seed(0)
+    se = SE(32)
+    assert se.fc1.out_features == 2 and se.fc2.in_features == 2   # round(32 / 16)
+    x = torch.randn(2, 32, 5, 4)
+    z = se.fc2(torch.relu(se.fc1(x.mean((2, 3)))))
+    expected = x * torch.sigmoid(z)[:, :, None, None]
+    assert torch.allclose(se(x), expected, atol=1e-6)
+    assert se.logit(x).shape == (2, 32, 1, 1)
+
+
+def test_se_rounding_modes_and_explicit_width():
+    assert SE(40, rounding="round").fc1.out_features == 2   # round(2.5) -> 2 (banker's, as Python)
+    assert SE(56, rounding="round").fc1.out_features == 4   # round(3.5) -> 4
+    assert SE(56, rounding="floor").fc1.out_features == 3   # 56 // 16
+    assert SE(64, rd_channels=7).fc1.out_features == 7
+
+
+def test_se_zero_hidden_channels_is_a_user_error():
+    with pytest.raises(UserError, match="leaves 0 hidden channels for 8 channels"):
+        SE(8)
+    with pytest.raises(UserError, match="unknown rounding 'ceil'; valid: round, floor"):
+        SE(64, rounding="ceil")
