@@ -1,0 +1,116 @@
+"""SAN's local self-attention operators behind one function each, with several backends.
+
+    aggregation(x, weight, kernel_size, stride=1, padding=0, dilation=1, pad_mode='reflect', backend='auto')
+        x (N, C, H, W), weight (N, C/share, k*k, Ho*Wo) -> (N, C, Ho, Wo);
+        out[n, c, p] = sum_t weight[n, c % (C/share), t, p] * x_padded[n, c, tap t of p]
+    subtraction2(x1, x2, kernel_size, ...) -> (N, C, k*k, Ho*Wo);
+        out[n, c, t, p] = x1[n, c, centre of p] - x2_padded[n, c, tap t of p]
+    subtraction(x, kernel_size, ...) = subtraction2(x, x, ...)
+
+The semantics are those of the official CUDA kernels (hszhao/SAN, `lib/sa/functions/`): taps in
+row-major (kh, kw) order, channel c uses weight channel c % (C/share), pad_mode 'zero' or
+'reflect' (the official 0 and 1 are accepted too; 'reflect' is the official default and what the
+networks use). Ho = (H + 2*padding - (dilation*(k-1) + 1)) // stride + 1.
+
+Backends: 'reference' (unfold + autograd, the ground truth), 'torch' (memory-lean loop over the
+k*k taps with its own backward, any device), 'triton' (Triton kernels, CUDA tensors), 'auto'
+(triton for CUDA tensors when Triton is installed, else torch; says once when it falls back).
+The torch and triton backends are custom operators `torch.ops.attnzoo.san_*` with FLOP formulas,
+so `torch.utils.flop_counter.FlopCounterMode` counts them (see `attnzoo.ops._library`).
+
+One difference from the official code: for a centre tap that is not at offset 0 (even kernels or
+padding other than (d*(k-1)+1)//2), the official subtraction backward disagrees with its own
+forward; here the gradient always is that of the forward.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+
+import torch
+
+from ..errors import UserError, choices_hint
+from . import reference
+from ._common import PAD_MODES, check_aggregation, check_subtraction2
+from ._library import san_aggregation, san_subtraction2
+
+__all__ = ["aggregation", "subtraction", "subtraction2", "resolve_backend", "BACKENDS", "PAD_MODES"]
+
+BACKENDS = ("auto", "reference", "torch", "triton")
+log = logging.getLogger(__name__)
+_said: set[str] = set()
+
+
+def _say_once(key: str, message: str, level=logging.INFO) -> None:
+    if key not in _said:
+        _said.add(key)
+        log.log(level, message)
+
+
+def triton_available() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def resolve_backend(backend: str, x: torch.Tensor) -> str:
+    """The concrete backend ('reference', 'torch' or 'triton') that `backend` means for tensor x."""
+    if backend not in BACKENDS:
+        raise UserError(f"unknown SAN ops backend {backend!r}; {choices_hint(str(backend), BACKENDS)}")
+    if backend == "triton":
+        if not triton_available():
+            raise UserError("backend 'triton' needs the triton package; use backend='torch' or 'auto'")
+        if not x.is_cuda and not _interpreting():
+            raise UserError(f"backend 'triton' needs CUDA tensors, got a tensor on {x.device}; "
+                            "use backend='torch' or 'auto' (or set TRITON_INTERPRET=1 to run the kernels "
+                            "in Triton's slow interpreter)")
+        return "triton"
+    if backend == "auto":
+        if x.is_cuda and triton_available():
+            return "triton"
+        if x.is_cuda:
+            _say_once("no-triton", "attnzoo.ops: triton is not installed; SAN operators fall back to the "
+                      "'torch' backend", logging.WARNING)
+        else:
+            _say_once(f"no-cuda-{x.device.type}", f"attnzoo.ops: tensors on {x.device.type}, not CUDA; "
+                      "SAN operators use the 'torch' backend")
+        return "torch"
+    return backend
+
+
+def aggregation(x, weight, kernel_size=3, stride=1, padding=0, dilation=1, pad_mode="reflect",
+                backend="auto"):
+    """Weighted sum over each output position's k*k neighbourhood, per channel.
+
+    x: (N, C, H, W); weight: (N, C/share, k*k, Ho*Wo) -> (N, C, Ho, Wo).
+    """
+    g = check_aggregation(x, weight, kernel_size, stride, padding, dilation, pad_mode)
+    b = resolve_backend(backend, x)
+    if b == "reference":
+        return reference.aggregation(x, weight, g)
+    return san_aggregation(x, weight, *g.as_lists(), g.reflect, b)
+
+
+def subtraction2(x1, x2, kernel_size=3, stride=1, padding=0, dilation=1, pad_mode="reflect",
+                 backend="auto"):
+    """Centre of x1 minus every tap of the neighbourhood of x2.
+
+    x1, x2: (N, C, H, W) -> (N, C, k*k, Ho*Wo).
+    """
+    g = check_subtraction2(x1, x2, kernel_size, stride, padding, dilation, pad_mode)
+    b = resolve_backend(backend, x1)
+    if b == "reference":
+        return reference.subtraction2(x1, x2, g)
+    return san_subtraction2(x1, x2, *g.as_lists(), g.reflect, b)
+
+
+def subtraction(x, kernel_size=3, stride=1, padding=0, dilation=1, pad_mode="reflect", backend="auto"):
+    """Centre minus every tap of the neighbourhood of x: (N, C, H, W) -> (N, C, k*k, Ho*Wo)."""
+    g = check_subtraction2(x, x, kernel_size, stride, padding, dilation, pad_mode, op="subtraction")
+    b = resolve_backend(backend, x)
+    if b == "reference":
+        return reference.subtraction2(x, x, g)
+    return san_subtraction2(x, x, *g.as_lists(), g.reflect, b)
