@@ -8,7 +8,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def quickstart_commands() -> list[str]:
     text = (ROOT / "README.md").read_text()
     section = text.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```(?:bash|sh)?\n(.*?)```", section, flags=re.S)
+    blocks = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
     return [line.strip() for block in blocks for line in block.splitlines()
             if line.strip() and not line.strip().startswith("#")]
 

@@ -1,0 +1,181 @@
+"""LESA-ResNet-50 and LESA-WRN-50 (Yang et al., arXiv 2107.05637), as the official configs build them.
+
+A torchvision-style ResNet-50 (7x7 stem, max pool, bottlenecks with the stride on the 3x3, v1.5)
+whose stage strides are (1, 2, 2, 1) -- the last stage keeps the 1/16 resolution -- and whose
+bottleneck 3x3 convolutions are replaced by `attnzoo.layers.lesa.LESA` blocks in the stages named
+by `lesa_stages` (default 3 and 4). In a stage listed in `first_conv_stages` the first block keeps
+its convolution (default stages 1-3, so stage 4 is LESA throughout). A LESA bottleneck has no
+BatchNorm after the LESA block (the block ends in BatchNorms of its own). `wide=True` doubles the
+bottleneck width (WRN-50-2). All of this is constructor arguments, so other placements are
+`model.kwargs` in a recipe.
+
+Resolution: the network is built for `img_size` (default 224, per-stage maps 56, 28, 14, 14) and
+refuses other input sizes with a `UserError` naming the built size. Loading weights trained at
+another size resamples the relative position embeddings (attnzoo's addition; see
+`attnzoo.layers.lesa`).
+
+Faithful to `Chenglin-Yang/LESA_classification` (`lib/models/resnet.py`, `config/lesa_resnet.py`,
+`config/lesa_wrn.py`): same parameter names, counts and outputs for the same weights. The official
+derived `flatten_index` buffers are not part of our state dict (`attnzoo convert --from
+lesa-official` drops them). Where a stage starts with a strided LESA block (not in the official
+configs), our block is built for the stage's *input* size, which is what it sees.
+
+Input (N, 3, img_size, img_size) -> logits (N, num_classes).
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from ..errors import UserError
+from ..layers.lesa import LESA, _pair
+from ._registry import build, register
+
+
+class LESABottleneck(nn.Module):
+    """ResNet bottleneck whose 3x3 convolution is a LESA block when `lesa` (kwargs dict) is given.
+
+    (N, inplanes, H, W) -> (N, 4 * planes, H / stride, W / stride); `fmap_size` is (H, W).
+    """
+    expansion = 4
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None, base_width=64, lesa=None,
+                 fmap_size=None):
+        super().__init__()
+        width = int(planes * (base_width / 64.0))
+        self.with_lesa = lesa is not None
+        self.conv1 = nn.Conv2d(inplanes, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        if self.with_lesa:
+            self.conv2 = LESA(width, width, fmap_size=fmap_size, stride=stride, **lesa)
+        else:
+            self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, planes * self.expansion, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x):
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.conv2(out)
+        if not self.with_lesa:
+            out = self.bn2(out)
+        out = self.bn3(self.conv3(self.relu(out)))
+        return self.relu(out + shortcut)
+
+
+def _conv_out(size: int, stride: int) -> int:
+    """Output size of a 3x3 / padding 1 (or 1x1) convolution with `stride`."""
+    return (size - 1) // stride + 1
+
+
+class LESAResNet(nn.Module):
+    """ResNet with LESA blocks; see the module docstring.
+
+    Args:
+        layers: bottlenecks per stage (ResNet-50: 3, 4, 6, 3).
+        num_classes, in_chans, drop_rate: the usual classifier options.
+        img_size: input size (int or (H, W)) the network is built for.
+        wide: double the bottleneck width (WRN-50-2).
+        strides: stride of each of the 4 stages.
+        lesa_stages: stages (1-4) whose bottlenecks use LESA.
+        first_conv_stages: stages whose first bottleneck keeps its convolution.
+        lesa_kwargs: options of every LESA block (groups, pe_type, df_*, with_cp, impl).
+    """
+
+    def __init__(self, layers=(3, 4, 6, 3), num_classes=1000, in_chans=3, img_size=224, wide=False,
+                 strides=(1, 2, 2, 1), lesa_stages=(3, 4), first_conv_stages=(1, 2, 3), lesa_kwargs=None,
+                 drop_rate=0.0):
+        super().__init__()
+        if len(layers) != 4 or len(strides) != 4:
+            raise UserError(f"layers {list(layers)} and strides {list(strides)} need 4 entries (one per stage)")
+        bad = [s for s in (*lesa_stages, *first_conv_stages) if s not in (1, 2, 3, 4)]
+        if bad:
+            raise UserError(f"lesa_stages {list(lesa_stages)} / first_conv_stages {list(first_conv_stages)}: "
+                            "stages are numbered 1, 2, 3, 4")
+        lesa_kwargs = dict(groups=8, pe_type="classification", df_channel_shrink=(2,), df_kernel_size=(1, 1),
+                           df_group=(1, 1), with_cp=False) | dict(lesa_kwargs or {})
+        self.img_size = _pair(img_size)
+        self.num_classes = num_classes
+        self.drop_rate = drop_rate
+        self.base_width = 128 if wide else 64
+        self.inplanes = 64
+        self.conv1 = nn.Conv2d(in_chans, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        size = tuple(_conv_out(_conv_out(s, 2), 2) for s in self.img_size)  # after stem and max pool
+        self.stage_sizes = []
+        for i, (planes, n, stride) in enumerate(zip((64, 128, 256, 512), layers, strides), start=1):
+            lesa = lesa_kwargs if i in lesa_stages else None
+            stage, size = self._make_stage(planes, n, stride, lesa, i in first_conv_stages, size)
+            self.add_module(f"layer{i}", stage)
+            self.stage_sizes.append(size)
+        self.num_features = 512 * LESABottleneck.expansion
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        self._init_weights()
+
+    def _make_stage(self, planes, blocks, stride, lesa, first_conv, size):
+        out_ch = planes * LESABottleneck.expansion
+        downsample = None
+        if stride != 1 or self.inplanes != out_ch:
+            downsample = nn.Sequential(nn.Conv2d(self.inplanes, out_ch, 1, stride, bias=False),
+                                       nn.BatchNorm2d(out_ch))
+        first_lesa = None if first_conv else lesa
+        layers = [LESABottleneck(self.inplanes, planes, stride, downsample, self.base_width, first_lesa,
+                                 fmap_size=size)]
+        out_size = tuple(_conv_out(s, stride) for s in size)
+        self.inplanes = out_ch
+        layers += [LESABottleneck(self.inplanes, planes, 1, None, self.base_width, lesa, fmap_size=out_size)
+                   for _ in range(1, blocks)]
+        return nn.Sequential(*layers), out_size
+
+    def _init_weights(self):
+        # As the official ResNet: He (fan_out) for Conv2d, BN2d to (1, 0); LESA's Conv1d and tables
+        # keep the block's own initialisation.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+
+    def get_classifier(self):
+        return self.fc
+
+    def reset_classifier(self, num_classes: int):
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+
+    def forward_features(self, x):
+        """(N, 3, H, W) at the built size -> (N, 2048, H/16, W/16) with the default strides."""
+        if tuple(x.shape[-2:]) != self.img_size:
+            raise UserError(f"this LESA network was built for {self.img_size[0]}x{self.img_size[1]} inputs, got "
+                            f"{x.shape[-2]}x{x.shape[-1]}; build it with img_size={x.shape[-1]} (weights are "
+                            "resampled on loading)")
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def forward_head(self, x, pre_logits: bool = False):
+        x = self.avgpool(x).flatten(1)
+        if self.drop_rate:
+            x = nn.functional.dropout(x, self.drop_rate, self.training)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
+
+
+@register
+def lesa_resnet50(pretrained=False, **kwargs):
+    """LESA-ResNet-50 (config/lesa_resnet.py): 79.55 top-1 in the seed; 224 px by default."""
+    return build(LESAResNet, "lesa_resnet50", pretrained, kwargs, layers=(3, 4, 6, 3), wide=False)
+
+
+@register
+def lesa_wrn50(pretrained=False, **kwargs):
+    """LESA-WRN-50 (config/lesa_wrn.py, width x2): 80.18 top-1 in the seed; 224 px by default."""
+    return build(LESAResNet, "lesa_wrn50", pretrained, kwargs, layers=(3, 4, 6, 3), wide=True)
