@@ -35,30 +35,6 @@ KINDS = ("channel", "local", "global", "class_spatial")
 MAX_SPATIAL_SAMPLES = 4  # local / global attention is recorded for the first few images only
 
 
-def _lesa_attention(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """LESA's binary-branch attention p = softmax(BN(similarity terms)), (N, g, L, L), eval mode.
-
-    Recomputed from the block's own parameters as its reference formulation does (the block
-    does not expose p); only for a few images, since it materialises (N, 3g, L, L).
-    """
-    from ..layers import lesa as L_
-
-    n, c, h, w = x.shape
-    L = h * w
-    g, cq, cv = module.groups, module.qk_planes, module.v_planes
-    qkv = module.bn_qkv(module.qkv_transform(x.reshape(n, c, L))).view(n, g, 2 * cq + cv, L)
-    q, k, _ = torch.split(qkv, [cq, cq, cv], dim=2)
-    terms = [L_._term_qk(q, k)]
-    if module.pe_type == "classification":
-        rel_q, rel_k = module.relative[:cq], module.relative[cq:2 * cq]
-        terms += [L_._term_qr_flat(q, k, rel_q, rel_k, module.flat_index),
-                  L_._term_kr_flat(q, k, rel_q, rel_k, module.flat_index)]
-    else:
-        terms.append(L_._term_qr_2d(q, k, module.rel_height, module.rel_width, module.index_h, module.index_w))
-    sim = module.bn_similarity(torch.cat(terms, dim=1)).view(n, len(terms), g, L, L).sum(1)
-    return sim.softmax(dim=-1)
-
-
 def _adapter(module: nn.Module):
     """(kind, x -> attention tensor) for the attention modules we know, else None."""
     name = type(module).__name__
@@ -72,11 +48,8 @@ def _adapter(module: nn.Module):
         return "channel", lambda x: module.lam * module.attention(x)
     if name == "SAM" and hasattr(module, "attention_weights"):  # SAN: (N, C/s, k*k, Ho*Wo)
         return "local", lambda x: module.attention_weights(x[:MAX_SPATIAL_SAMPLES])
-    if name == "LESA":  # (N, heads, HW, HW)
-        if hasattr(module, "attention_weights"):
-            return "global", lambda x: module.attention_weights(x[:MAX_SPATIAL_SAMPLES])
-        if hasattr(module, "bn_similarity"):
-            return "global", lambda x: _lesa_attention(module, x[:MAX_SPATIAL_SAMPLES])
+    if name == "LESA" and hasattr(module, "attention_weights"):  # (N, heads, HW, HW)
+        return "global", lambda x: module.attention_weights(x[:MAX_SPATIAL_SAMPLES])
     if name == "InterventionalClassifier" and hasattr(module, "attention_maps"):  # IDA
         return "class_spatial", lambda x: module.attention_maps(x).flatten(-2)  # (N, heads, K, HW)
     return None

@@ -491,6 +491,25 @@ class LESA(nn.Module):
         gate = torch.sigmoid(self.projection(self.reasoning(torch.cat([unary, binary], dim=1))))
         return self.pooling(gate * binary + unary)
 
+    @torch.no_grad()
+    def attention_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """The binary term's attention p = softmax(sum_t BN_t(term_t)) with the similarity
+        BatchNorm's running statistics: (N, C, H, W) -> (N, groups, HW, HW), rows sum to 1.
+        For analysis: it materialises one HW x HW map per head."""
+        N, C, H, W = x.shape
+        if (H, W) != self.fmap_size:
+            raise UserError(f"LESA block built for {self.fmap_size[0]}x{self.fmap_size[1]} feature maps got "
+                            f"{H}x{W}")
+        g, cq, cv, L = self.groups, self.qk_planes, self.v_planes, H * W
+        qkv = self.bn_qkv(self.qkv_transform(x.reshape(N, C, L))).view(N, g, 2 * cq + cv, L)
+        q, k, _ = torch.split(qkv, [cq, cq, cv], dim=2)
+        term_fns, inputs = self._pe_inputs(q, k)
+        bn = self.bn_similarity
+        stats = (bn.running_mean.view(len(term_fns), g),
+                 torch.rsqrt(bn.running_var + bn.eps).view(len(term_fns), g))
+        sim, _, _ = _similarity(term_fns, bn, bn.weight, bn.bias, inputs, stats=stats)
+        return sim.softmax(dim=-1)
+
     def _unary(self, x):
         return self.bn_x(self.x_transform(x))
 
