@@ -11,7 +11,7 @@ import torch
 
 import attnzoo
 from attnzoo.convert import lsas as convert_lsas
-from attnzoo.convert import read_foreign_state
+from attnzoo.weights import read_state_dict
 from attnzoo.convert import sb as convert_sb
 from attnzoo.models import senet_cifar, senet_imagenet, vgg_cifar  # noqa: F401
 
@@ -61,7 +61,7 @@ def test_lsas_official_keys_round_trip(tmp_path, name, kwargs, to_official):
     assert not any(".attn." in k for k in official)
     path = tmp_path / "official.pth"
     torch.save({"state_dict": {f"module.{k}": v for k, v in official.items()}}, path)
-    converted = convert_lsas.convert(read_foreign_state(path), name)
+    converted = convert_lsas.convert(read_state_dict(path), name)
     dst = attnzoo.create_model(name, **kwargs)
     dst.load_state_dict(converted, strict=True)
     for k, v in src.state_dict().items():

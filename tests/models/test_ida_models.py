@@ -79,7 +79,7 @@ def test_backbone_weights_errors(tmp_path):
         attnzoo.create_model("ida", backbone="resnet18", pretrained=str(wrong))
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(UserError, match="cannot be read as a state dict"):
+    with pytest.raises(UserError, match="cannot be read safely as a state dict"):
         attnzoo.create_model("mlc_baseline", backbone="resnet18", backbone_weights=str(junk))
     with pytest.raises(UserError, match="downloads no weights"):
         attnzoo.create_model("ida_resnet101", pretrained=True)

@@ -9,9 +9,8 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-import torch
-
 from ..errors import UserError, choices_hint
+from ..weights import load_state_strict, read_state_dict
 
 CONVERTERS = {
     "lsas-official": "lsas",
@@ -22,29 +21,10 @@ CONVERTERS = {
 }
 
 
-def read_foreign_state(path) -> dict:
-    """A plain {name: tensor} dict from a torch checkpoint, without executing pickled code."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable or unsafe pickle
-        raise UserError(f"checkpoint {path} cannot be read safely as a PyTorch state dict "
-                        f"({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
-    for key in ("state_dict", "model", "model_state_dict", "net"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise UserError(f"checkpoint {path} holds no state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
-
-
 def convert_checkpoint(source: str, checkpoint, model_name: str, out, model_kwargs=None) -> str:
     """Convert, verify by strict loading, write `out`; returns a one-paragraph report."""
     from .. import create_model
-    from ..engine.checkpoint import load_state_strict, save_weights
+    from ..engine.checkpoint import save_weights
 
     if source not in CONVERTERS:
         raise UserError(f"unknown --from '{source}'; {choices_hint(source, CONVERTERS)}")
@@ -52,7 +32,7 @@ def convert_checkpoint(source: str, checkpoint, model_name: str, out, model_kwar
     if out.suffix != ".safetensors":
         raise UserError(f"--out {out}: the output is a .safetensors file")
     family = importlib.import_module(f"{__name__}.{CONVERTERS[source]}")
-    state = read_foreign_state(checkpoint)
+    state = read_state_dict(checkpoint, "checkpoint")
     converted = family.convert(state, model_name)
     kwargs = dict(model_kwargs or {})
     model = create_model(model_name, **kwargs)

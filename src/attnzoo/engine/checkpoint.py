@@ -21,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import UserError
+from ..weights import load_state_strict  # noqa: F401  (re-exported for callers)
 
 
 def atomic_write(path: Path, write) -> None:
@@ -105,24 +106,6 @@ def read_weights(path: Path) -> tuple[dict, dict]:
     if not isinstance(state, dict) or "model" not in state:
         raise UserError(f"checkpoint {path} holds no 'model' state; expected an attnzoo last.pt")
     return state["model"], state.get("config", {})
-
-
-def load_state_strict(model: torch.nn.Module, state: dict, source: str) -> None:
-    """Load weights, refusing with the missing and unexpected keys named."""
-    missing, unexpected = [], []
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
-              if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        def head(keys):
-            return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
-        parts = [f"missing keys: {head(missing)}" if missing else "",
-                 f"unexpected keys: {head(unexpected)}" if unexpected else "",
-                 f"shape mismatches: {head(shapes)}" if shapes else ""]
-        raise UserError(f"{source} does not fit the model: " + "; ".join(p for p in parts if p))
-    model.load_state_dict(state)
 
 
 def load_model(path, map_location="cpu", **model_overrides):

@@ -57,7 +57,7 @@ class OptimConfig:
 @dataclass
 class ScheduleConfig:
     name: Literal["constant", "step", "multistep", "cosine", "onecycle"] = "cosine"
-    epochs: int = 10
+    epochs: int = 6
     warmup_epochs: float = 0.0  # linear warmup from warmup_lr
     warmup_lr: float = 0.0
     milestones: list = field(default_factory=list)  # multistep, in epochs

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 import timm
 import torch
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
+from ..weights import describe_mismatch, read_state_dict, state_mismatch
 from ..layers.intervention import InterventionalClassifier
 from ._registry import ATTNZOO_MODELS, TIMM_ONLY_KWARGS, register
 
@@ -41,42 +41,9 @@ HEADS = ("ida", "linear")
 
 # ------------------------------------------------------------------------------ backbone weights
 
-def read_state_file(path) -> dict:
-    """{name: tensor} from a local .safetensors or torch file, never executing pickled code."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"pretrained backbone file {path} does not exist; give a local torchvision "
-                        "or timm state dict (.pth, .pt, .bin or .safetensors)")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            obj = load_file(str(path))
-        else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - truncated file, foreign pickle, not a checkpoint
-        raise UserError(f"pretrained backbone file {path} cannot be read as a state dict "
-                        f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})") from None
-    for key in ("state_dict", "model", "state_dict_ema", "model_ema"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise UserError(f"pretrained backbone file {path} holds no state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
-
-
-def _mismatch(own: dict, state: dict) -> tuple[list, list, list]:
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-              for k in own if k in state and state[k].shape != own[k].shape]
-    return missing, unexpected, shapes
-
-
 def load_backbone_weights(backbone: nn.Module, path, name: str) -> None:
     """Load ImageNet weights into a classifier-less backbone, strictly (see the module docstring)."""
-    state = read_state_file(path)
+    state = read_state_dict(path, "pretrained backbone file")
     own = backbone.state_dict()
     classifier = (getattr(backbone, "pretrained_cfg", None) or {}).get("classifier") or "fc"
     prefixes = tuple(f"{c}." for c in ([classifier] if isinstance(classifier, str) else classifier))
@@ -93,21 +60,14 @@ def load_backbone_weights(backbone: nn.Module, path, name: str) -> None:
         for k in own:  # old torchvision files have no BatchNorm step counter
             if k.endswith("num_batches_tracked") and k not in cand:
                 cand[k] = own[k]
-        result = _mismatch(own, cand)
+        result = state_mismatch(own, cand)
         if best is None or sum(map(len, result)) < sum(map(len, best[1])):
             best = (cand, result)
         if not any(result):
             backbone.load_state_dict(cand)
             return
-    missing, unexpected, shapes = best[1]
-
-    def head(keys):
-        return ", ".join(keys[:4]) + (f" (+{len(keys) - 4} more)" if len(keys) > 4 else "")
-    parts = [f"missing keys: {head(missing)}" if missing else "",
-             f"unexpected keys: {head(unexpected)}" if unexpected else "",
-             f"shape mismatches: {head(shapes)}" if shapes else ""]
     raise UserError(f"pretrained file {path} does not fit backbone '{name}' (wrong architecture?): "
-                    + "; ".join(p for p in parts if p))
+                    + describe_mismatch(*best[1], shown=4))
 
 
 def create_backbone(name: str, **kwargs) -> nn.Module:

@@ -15,52 +15,9 @@ from torch import nn
 from ..errors import UserError
 from ..layers.factory import block_factory
 from ._registry import build, register
+from ._resnet import BasicBlock, Bottleneck, ClassifierHead, make_stage
 
 BLOCKS = ("basic", "bottleneck")
-
-
-class BasicBlock(nn.Module):
-    expansion = 1
-
-    def __init__(self, inplanes, planes, stride=1, downsample=None, attn_layer=None):
-        super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.attn = attn_layer(planes) if attn_layer else nn.Identity()
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
-
-    def forward(self, x):
-        shortcut = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.attn(self.bn2(self.conv2(out)))
-        return self.relu(out + shortcut)
-
-
-class Bottleneck(nn.Module):
-    expansion = 4
-
-    def __init__(self, inplanes, planes, stride=1, downsample=None, attn_layer=None):
-        super().__init__()
-        width = planes * self.expansion
-        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = nn.Conv2d(planes, width, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(width)
-        self.attn = attn_layer(width) if attn_layer else nn.Identity()
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
-
-    def forward(self, x):
-        shortcut = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.attn(self.bn3(self.conv3(out)))
-        return self.relu(out + shortcut)
 
 
 def blocks_per_stage(depth: int, block: str) -> int:
@@ -75,7 +32,7 @@ def blocks_per_stage(depth: int, block: str) -> int:
     return (depth - 2) // per
 
 
-class CifarResNet(nn.Module):
+class CifarResNet(ClassifierHead, nn.Module):
     """CIFAR ResNet with an attention slot per block; see the module docstring."""
 
     def __init__(self, depth=20, block="basic", num_classes=10, in_chans=3, attn=None,
@@ -89,30 +46,19 @@ class CifarResNet(nn.Module):
         attn_layer = block_factory(attn, **(attn_kwargs or {}))
         self.num_classes = num_classes
         self.drop_rate = drop_rate
-        self.inplanes = 16
         self.conv1 = nn.Conv2d(in_chans, 16, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
         self.relu = nn.ReLU(inplace=True)
-        stages = []
+        stages, inplanes = [], 16
         for i, (planes, stride) in enumerate(((16, 1), (32, 2), (64, 2)), start=1):
-            stages.append(self._make_stage(block_cls, planes, n, stride,
-                                           attn_layer if i in attn_stages else None))
+            stage, inplanes = make_stage(block_cls, inplanes, planes, n, stride,
+                                         attn_layer if i in attn_stages else None)
+            stages.append(stage)
         self.layer1, self.layer2, self.layer3 = stages
         self.num_features = 64 * block_cls.expansion
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
         self._init_weights()
-
-    def _make_stage(self, block_cls, planes, n, stride, attn_layer):
-        downsample = None
-        if stride != 1 or self.inplanes != planes * block_cls.expansion:
-            downsample = nn.Sequential(
-                nn.Conv2d(self.inplanes, planes * block_cls.expansion, 1, stride, bias=False),
-                nn.BatchNorm2d(planes * block_cls.expansion))
-        layers = [block_cls(self.inplanes, planes, stride, downsample, attn_layer)]
-        self.inplanes = planes * block_cls.expansion
-        layers += [block_cls(self.inplanes, planes, attn_layer=attn_layer) for _ in range(1, n)]
-        return nn.Sequential(*layers)
 
     def _init_weights(self):
         # He init as in pytorch-classification: N(0, sqrt(2 / (k*k*out_channels))).
@@ -124,26 +70,10 @@ class CifarResNet(nn.Module):
                 m.weight.data.fill_(1)
                 m.bias.data.zero_()
 
-    def get_classifier(self):
-        return self.fc
-
-    def reset_classifier(self, num_classes: int):
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
-
     def forward_features(self, x):
         """(N, 3, H, W) -> (N, num_features, H/4, W/4)."""
         x = self.relu(self.bn1(self.conv1(x)))
         return self.layer3(self.layer2(self.layer1(x)))
-
-    def forward_head(self, x, pre_logits: bool = False):
-        x = self.global_pool(x).flatten(1)
-        if self.drop_rate:
-            x = nn.functional.dropout(x, self.drop_rate, self.training)
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x):
-        return self.forward_head(self.forward_features(x))
 
 
 @register

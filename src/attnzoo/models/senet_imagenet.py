@@ -21,57 +21,14 @@ from torch import nn
 from ..errors import UserError
 from ..layers.factory import block_factory
 from ._registry import build, register
-
-
-def _conv_bn(cin, cout, k, stride=1):
-    return nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout)
-
-
-class BasicBlock(nn.Module):
-    expansion = 1
-
-    def __init__(self, inplanes, planes, stride=1, downsample=None, attn_layer=None):
-        super().__init__()
-        self.conv1, self.bn1 = _conv_bn(inplanes, planes, 3, stride)
-        self.conv2, self.bn2 = _conv_bn(planes, planes, 3)
-        self.attn = attn_layer(planes) if attn_layer else nn.Identity()
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
-
-    def forward(self, x):
-        shortcut = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.attn(self.bn2(self.conv2(out)))
-        return self.relu(out + shortcut)
-
-
-class Bottleneck(nn.Module):
-    expansion = 4
-
-    def __init__(self, inplanes, planes, stride=1, downsample=None, attn_layer=None):
-        super().__init__()
-        width = planes * self.expansion
-        self.conv1, self.bn1 = _conv_bn(inplanes, planes, 1)
-        self.conv2, self.bn2 = _conv_bn(planes, planes, 3, stride)
-        self.conv3, self.bn3 = _conv_bn(planes, width, 1)
-        self.attn = attn_layer(width) if attn_layer else nn.Identity()
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
-
-    def forward(self, x):
-        shortcut = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.attn(self.bn3(self.conv3(out)))
-        return self.relu(out + shortcut)
-
+from ._resnet import BasicBlock, Bottleneck, ClassifierHead, make_stage
 
 DEPTHS = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)),
           50: (Bottleneck, (3, 4, 6, 3)), 101: (Bottleneck, (3, 4, 23, 3)),
           152: (Bottleneck, (3, 8, 36, 3))}
 
 
-class AttnResNet(nn.Module):
+class AttnResNet(ClassifierHead, nn.Module):
     """ImageNet ResNet of depth 18/34/50/101/152 with an attention slot per block.
 
     Args:
@@ -93,15 +50,15 @@ class AttnResNet(nn.Module):
         attn_layer = block_factory(attn, **(attn_kwargs or {}))
         self.num_classes = num_classes
         self.drop_rate = drop_rate
-        self.inplanes = 64
         self.conv1 = nn.Conv2d(in_chans, 64, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        stages = []
+        stages, inplanes = [], 64
         for i, (planes, n, stride) in enumerate(zip((64, 128, 256, 512), layers, (1, 2, 2, 2)), 1):
-            stages.append(self._make_stage(block_cls, planes, n, stride,
-                                           attn_layer if i in attn_stages else None))
+            stage, inplanes = make_stage(block_cls, inplanes, planes, n, stride,
+                                         attn_layer if i in attn_stages else None)
+            stages.append(stage)
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.num_features = 512 * block_cls.expansion
         self.global_pool = nn.AdaptiveAvgPool2d(1)
@@ -117,35 +74,10 @@ class AttnResNet(nn.Module):
                 if isinstance(m, (BasicBlock, Bottleneck)):
                     nn.init.zeros_((m.bn3 if isinstance(m, Bottleneck) else m.bn2).weight)
 
-    def _make_stage(self, block_cls, planes, n, stride, attn_layer):
-        downsample = None
-        if stride != 1 or self.inplanes != planes * block_cls.expansion:
-            downsample = nn.Sequential(*_conv_bn(self.inplanes, planes * block_cls.expansion, 1, stride))
-        layers = [block_cls(self.inplanes, planes, stride, downsample, attn_layer)]
-        self.inplanes = planes * block_cls.expansion
-        layers += [block_cls(self.inplanes, planes, attn_layer=attn_layer) for _ in range(1, n)]
-        return nn.Sequential(*layers)
-
-    def get_classifier(self):
-        return self.fc
-
-    def reset_classifier(self, num_classes: int):
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
-
     def forward_features(self, x):
         """(N, 3, H, W) -> (N, num_features, H/32, W/32)."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
-
-    def forward_head(self, x, pre_logits: bool = False):
-        x = self.global_pool(x).flatten(1)
-        if self.drop_rate:
-            x = nn.functional.dropout(x, self.drop_rate, self.training)
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x):
-        return self.forward_head(self.forward_features(x))
 
 
 def _attn_kwargs(kwargs, attn, **seed):
