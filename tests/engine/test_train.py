@@ -182,3 +182,28 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
     assert sa["final"]["test"]["top1"] == pytest.approx(sb["final"]["test"]["top1"])
+
+
+def test_bf16_autocast_channels_last_and_clipping_run_on_cpu(tmp_path):
+    cfg = tiny_config(tmp_path, schedule={"epochs": 1},
+                      train={"amp": "bf16", "channels_last": True, "label_smoothing": 0.1},
+                      optim={"name": "adamw", "lr": 1e-3, "clip_grad": 1.0,
+                             "decay_norm_and_bias": False})
+    summary = train(cfg, quiet=True)
+    assert summary["steps"] == 4 and 0 <= summary["final"]["test"]["top1"] <= 100
+
+
+def test_early_stopping_ends_the_run(tmp_path):
+    # lr 0: the weights never change, so the first evaluation stays the best and patience runs out
+    cfg = tiny_config(tmp_path, schedule={"name": "constant", "epochs": 6},
+                      optim={"lr": 1e-12, "momentum": 0.0, "weight_decay": 0.0},
+                      train={"early_stop": 2})
+    summary = train(cfg, quiet=True)
+    assert summary["stopped"] == "early_stop" and summary["epochs_run"] == 3
+
+
+def test_a_timm_model_trains_by_name(tmp_path):
+    cfg = tiny_config(tmp_path, model={"name": "resnet10t"}, schedule={"epochs": 1})
+    cfg.model.kwargs = {}
+    summary = train(cfg, quiet=True)
+    assert summary["model"] == "resnet10t" and summary["params"] > 1e6
