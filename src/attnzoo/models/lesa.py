@@ -29,6 +29,7 @@ from torch import nn
 from ..errors import UserError
 from ..layers.lesa import LESA, _pair
 from ._registry import build, register
+from ._resnet import ClassifierHead
 
 
 class LESABottleneck(nn.Module):
@@ -71,7 +72,7 @@ def _conv_out(size: int, stride: int) -> int:
     return (size - 1) // stride + 1
 
 
-class LESAResNet(nn.Module):
+class LESAResNet(ClassifierHead, nn.Module):
     """ResNet with LESA blocks; see the module docstring.
 
     Args:
@@ -114,7 +115,7 @@ class LESAResNet(nn.Module):
             self.add_module(f"layer{i}", stage)
             self.stage_sizes.append(size)
         self.num_features = 512 * LESABottleneck.expansion
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
         self._init_weights()
 
@@ -143,13 +144,6 @@ class LESAResNet(nn.Module):
                 nn.init.constant_(m.weight, 1)
                 nn.init.constant_(m.bias, 0)
 
-    def get_classifier(self):
-        return self.fc
-
-    def reset_classifier(self, num_classes: int):
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
-
     def forward_features(self, x):
         """(N, 3, H, W) at the built size -> (N, 2048, H/16, W/16) with the default strides."""
         if tuple(x.shape[-2:]) != self.img_size:
@@ -158,15 +152,6 @@ class LESAResNet(nn.Module):
                             "resampled on loading)")
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
-
-    def forward_head(self, x, pre_logits: bool = False):
-        x = self.avgpool(x).flatten(1)
-        if self.drop_rate:
-            x = nn.functional.dropout(x, self.drop_rate, self.training)
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x):
-        return self.forward_head(self.forward_features(x))
 
 
 @register
