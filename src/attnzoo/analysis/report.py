@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from ..engine.device import resolve_device
 from ..errors import UserError, choices_hint
 from . import figures
 from .bias import DEFAULT_EPS, DEFAULT_THRESHOLDS, cat_stats, map_box_stats, summarize
@@ -44,12 +45,6 @@ DEFINITIONS = {
 
 
 # ------------------------------------------------------------------------------------- helpers
-
-def resolve_device(device) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
 
 def _normaliser(bundle, device):
     mean = torch.tensor(bundle.mean, device=device).view(1, -1, 1, 1)

@@ -75,6 +75,6 @@ def build_data(cfg, train: bool = True) -> DataBundle:
 def skipped_images(*loaders) -> int:
     """Unreadable images skipped so far by these loaders (for `skipped_images` in the summary).
 
-    Under DDP each rank counts the files of its own shard: sum the counts with an all-reduce.
+    Under DDP each rank counts only the files it read itself (the run summary reports rank 0's).
     """
     return sum(getattr(loader, "skipped_images", 0) for loader in loaders)

@@ -51,7 +51,6 @@ class _Base:
         self.num_classes = bundle.num_classes
         self.epoch = 0
         self.skip_batches = 0
-        self.skipped_images = 0  # distinct unreadable images met so far (file-based datasets)
         self.n = len(dataset)
         if train:
             self.batch_size = _per_rank(cfg.batch_size, world_size, "data.batch_size")
@@ -59,6 +58,11 @@ class _Base:
             self.batch_size = _per_rank(cfg.eval_batch_size or 2 * cfg.batch_size, world_size,
                                         "data.eval_batch_size")
         self.global_batch = self.batch_size * world_size
+
+    @property
+    def skipped_images(self) -> int:
+        """Distinct unreadable images of this loader's dataset met so far."""
+        return len(getattr(self.dataset, "skipped_paths", {}))
 
     def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
         """Select the epoch whose order and augmentation the next iteration replays; optionally skip
@@ -172,7 +176,6 @@ class FileLoader(_Base):
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.cutout = cfg.cutout if train else 0
         self.holes = cfg.cutout_holes
-        self.skipped_paths: dict = {}
         self._warned = False
 
     def __iter__(self):
@@ -197,32 +200,25 @@ class FileLoader(_Base):
             x = normalise_(x.to(self.device), self.bundle.mean, self.bundle.std)
             if self.cutout:
                 b = skip + k
-                keep = [i for i, (index, _) in enumerate(items[k]) if index not in {j for j, _ in bad}]
+                unreadable = {j for j, _ in bad}
+                keep = [i for i, (index, _) in enumerate(items[k]) if index not in unreadable]
                 c = cut[positions[b][keep]].to(x.device)
                 x.mul_(cutout_mask(c, self.cutout, x.shape[-2], x.shape[-1]))
             yield x, y
 
     def _note_unreadable(self, bad) -> None:
+        # recorded on the dataset (`skipped_paths`, `num_skipped`): the union over every loader and
+        # epoch that read it, which is what a run summary reports
+        if not hasattr(self.dataset, "skipped_paths"):
+            self.dataset.skipped_paths = {}
         for index, why in bad:
             path = self.dataset.path_of(index) if hasattr(self.dataset, "path_of") else str(index)
-            self.skipped_paths.setdefault(path, why)
+            self.dataset.skipped_paths.setdefault(path, why)
             if not self._warned:
                 self._warned = True
                 warnings.warn(f"skipping unreadable image {path} ({why}); further unreadable images are "
                               f"skipped silently and counted in skipped_images", RuntimeWarning, stacklevel=3)
-        self.skipped_images = len(self.skipped_paths)
-        # the dataset object of the main process keeps the union over every loader that read it
-        # (`num_skipped`, `skipped_paths`), which is what a run summary reports
-        shared = getattr(self.dataset, "skipped_paths", None)
-        if not isinstance(shared, dict):
-            shared = {}
-        shared.update(self.skipped_paths)
-        try:
-            self.dataset.skipped_paths = shared
-            self.dataset.num_skipped = len(shared)
-        except AttributeError:
-            pass
-
+        self.dataset.num_skipped = len(self.dataset.skipped_paths)
 
 def build_loader(dataset, bundle, cfg, train: bool, seed: int, rank: int = 0, world_size: int = 1,
                  device: Optional[torch.device] = None):

@@ -32,6 +32,7 @@ import torch
 
 from ..errors import UserError
 from .flops import count_flops, human
+from .device import resolve_device
 from .info import default_img_size
 
 _MIB = 2 ** 20
@@ -109,20 +110,6 @@ class _CudaPeak:
 
 # ---------------------------------------------------------------------------- measuring
 
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise UserError(f"device '{device}' is not valid; valid: cpu, cuda, cuda:N, auto") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise UserError(f"device '{device}' is not valid; valid: cpu, cuda, cuda:N, auto")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device '{device}': no CUDA device is available; use cpu")
-    return dev
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -157,7 +144,7 @@ def bench_one(name: str, batch_size: int = 32, img_size: int | None = None, devi
     """One row of `benchmark` (see the module docstring for what each figure means)."""
     from .. import create_model
 
-    dev = _resolve_device(device) if isinstance(device, str) else device
+    dev = resolve_device(device)
     _prime(dev)
     probe = _CudaPeak(dev) if dev.type == "cuda" else _CpuPeak()
     model = create_model(name, **dict(model_kwargs or {}))
@@ -307,7 +294,7 @@ def benchmark(models: list[str], batch_size: int = 32, img_size: int | None = No
 
             raise UserError(f"unknown model '{name}'; {choices_hint(name, ATTNZOO_MODELS)} "
                             "(or any name in timm.list_models())")
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     if isolate is None:
         isolate = dev.type == "cpu"
     rows = []

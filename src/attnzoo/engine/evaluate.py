@@ -62,13 +62,12 @@ def evaluate_checkpoint(path, adjust_config=None, device: str = "auto") -> dict:
     sets: a function Config -> Config), as a JSON-ready dict."""
     from ..data import build_data, build_loader
     from .checkpoint import load_model
+    from .device import resolve_device
 
     model, cfg = load_model(path)
     if adjust_config is not None:
         cfg = adjust_config(cfg)
-    name = "cuda" if device == "auto" and torch.cuda.is_available() else (
-        "cpu" if device == "auto" else device)
-    dev = torch.device(name)
+    dev = resolve_device(device)
     bundle = build_data(cfg.data, train=False)
     if bundle.num_classes != model.num_classes:
         from ..errors import UserError

@@ -17,11 +17,12 @@ import torch
 from torch import nn
 
 from .. import check_model_name, create_model
-from ..data import build_data, build_loader
+from ..data import build_data, build_loader, skipped_images
 from ..errors import UserError
 from ..models import ATTNZOO_MODELS
 from . import checkpoint as ckpt
 from .config import Config, config_to_dict, save_config
+from .device import resolve_device
 from .distributed import DistInfo, broadcast_flag, cleanup, init_distributed
 from .evaluate import autocast, evaluate
 from .losses import build_loss
@@ -40,22 +41,6 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
-
-
-def resolve_device(name: str, dist: DistInfo) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UserError(f"train.device={name} but no CUDA device is available; use cpu or auto")
-        if dist.enabled:
-            name = f"cuda:{dist.local_rank}"
-    elif name != "cpu":
-        raise UserError(f"train.device '{name}' is not valid; valid: auto, cpu, cuda, cuda:N")
-    device = torch.device(name)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    return device
 
 
 def build_model(cfg: Config, num_classes: int) -> nn.Module:
@@ -86,9 +71,7 @@ def train(cfg: Config, resume: str | None = None, quiet: bool = False) -> dict:
     `resume`: None (a new run; refuses to overwrite one), "auto" (continue from
     checkpoints/last.pt when there is one) or a path to a last.pt.
     """
-    device_type = "cuda" if cfg.train.device.startswith("cuda") or (
-        cfg.train.device == "auto" and torch.cuda.is_available()) else "cpu"
-    dist = init_distributed(device_type)
+    dist = init_distributed(resolve_device(cfg.train.device, "train.device").type)
     try:
         return _train(cfg, resume, quiet, dist)
     finally:
@@ -97,7 +80,9 @@ def train(cfg: Config, resume: str | None = None, quiet: bool = False) -> dict:
 
 def _train(cfg: Config, resume, quiet, dist: DistInfo) -> dict:
     start_time = time.time()
-    device = resolve_device(cfg.train.device, dist)
+    device = resolve_device(cfg.train.device, "train.device", dist.local_rank if dist.enabled else None)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     run_dir = cfg.run_dir
     last_path = run_dir / "checkpoints" / "last.pt"
@@ -178,8 +163,7 @@ def _train(cfg: Config, resume, quiet, dist: DistInfo) -> dict:
         "best_epoch": progress["best_epoch"], "primary_metric": _primary_metric(bundle),
         "train_img_per_s": progress["train_images"] / max(progress["train_time"], 1e-9),
         "wall_time_s": time.time() - start_time,
-        "skipped_images": int(sum(getattr(ds, "num_skipped", 0) for ds in
-                                  [bundle.train, *bundle.evals.values()])),
+        "skipped_images": skipped_images(train_loader, *eval_loaders.values()),  # rank 0's count
         "paper": cfg.paper,
     }
     summary.update(_cost(model, bundle))
