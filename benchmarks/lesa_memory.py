@@ -6,9 +6,11 @@ Two implementations of the same network (`lesa_kwargs.impl`, see `attnzoo.layers
 
 * ``reference`` -- the straightforward formulation of the official code: every (channels x HW x HW)
   relative-embedding tensor materialised, similarity terms concatenated, BatchNorm, sum;
-* ``lean`` -- attnzoo's default: relative-logit products, one normalised-sum autograd function
-  that recomputes the similarity terms in backward, value-embedding term from the attention
-  weights; in eval, BatchNorm folded into scales.
+* ``lean`` -- attnzoo's default (`attnzoo.layers.lesa_flat`): one autograd function from the qkv
+  convolution's output to the aggregated values that saves only that output, the tables and
+  per-head statistics; BatchNorm statistics of the similarity terms and the BatchNorm parts of
+  their gradient in closed form from (c x c) Gram matrices; the batch processed a few samples at a
+  time through reused work buffers; in eval, BatchNorm folded into scales.
 
 Each measurement runs in a fresh process (CPU) with glibc's mmap threshold lowered so that freed
 tensors leave the resident set at once. Training: SGD step (forward, cross entropy, backward,
@@ -97,7 +99,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--img", type=int, default=224)
-    p.add_argument("--steps", type=int, default=3, help="timed steps per measurement (median reported)")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per measurement (median reported)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1: on a shared machine more threads wait on each other)")
     p.add_argument("--modes", default="train,eval")

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from attnzoo.errors import UserError
+from attnzoo.layers import lesa_flat
 from attnzoo.layers.factory import create_block
 from attnzoo.layers.lesa import LESA, relative_index, resample_relative_1d, resample_relative_flat
 
@@ -35,8 +36,11 @@ def _input(shape=(3, 16, 4, 5)):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
 
 
-@pytest.mark.parametrize("pe_type", PE)
-def test_lean_training_step_equals_reference(pe_type):
+@pytest.mark.parametrize("pe_type, chunk_bytes", [("classification", None), ("classification", 1),
+                                                   ("classification", 2 * 20 * 39 * 8 * 2), ("detection_qr", None)])
+def test_lean_training_step_equals_reference(pe_type, chunk_bytes, monkeypatch):
+    if chunk_bytes is not None:  # one sample per chunk, or chunks of 2 and 1: the chunk loop and its last chunk
+        monkeypatch.setattr(lesa_flat, "CHUNK_BYTES", chunk_bytes)
     m = _block(pe_type)
     r = _reference_of(m)
     x, xr = _input().requires_grad_(), _input().requires_grad_()

@@ -25,14 +25,15 @@ trained at another size resamples the relative tables (attnzoo's own addition, s
 
 Three evaluation paths compute the same function (``impl``):
 
-* ``"lean"`` (default) -- training: the similarity terms are computed with relative-logit
-  matrix products and a strided skew (no (channels x HW x HW) embedding tensor), one term at a
-  time; normalisation, sum, softmax and both aggregations run inside one autograd function that
-  keeps only q, k, v, the tables and the per-head statistics for backward -- no (HW x HW)
-  tensor -- and recomputes the similarity there. Evaluation (no grad, eval
-  mode): the similarity BatchNorm is folded into per-head scales (its shifts cancel in the
-  softmax) and the output BatchNorm into the values; ``detection_qr`` then runs as one
-  `F.scaled_dot_product_attention` call with the relative logits as additive mask.
+* ``"lean"`` (default) -- with autograd, ``classification`` runs `lesa_flat.FlatAttention`: one
+  function from the qkv convolution's output to the aggregated values that saves only that output,
+  the tables and per-head statistics (no (HW x HW) tensor); the similarity BatchNorm statistics and
+  the BatchNorm parts of the gradient come in closed form from (c x c) Gram matrices, and the
+  batch goes through small reused work buffers a few samples at a time (see that module).
+  ``detection_qr`` uses `_LeanAttention`, which recomputes the similarity terms in backward.
+  Evaluation (no grad, eval mode): the similarity BatchNorm is folded into per-head scales (its
+  shifts cancel in the softmax) and the output BatchNorm into the values; ``detection_qr`` then
+  runs as one `F.scaled_dot_product_attention` call with the relative logits as additive mask.
   ``classification`` needs the attention weights themselves for its value-embedding term, so it
   uses an explicit softmax there.
 * ``"reference"`` -- the straightforward formulation of the official code: materialise every
@@ -58,6 +59,7 @@ from torch import nn
 
 from ..errors import UserError, choices_hint
 from .factory import ATTNZOO_BLOCKS
+from .lesa_flat import FlatAttention, no_autocast, promote, skew, unskew
 
 PE_TYPES = ("classification", "detection_qr")
 IMPLS = ("lean", "reference")
@@ -78,25 +80,6 @@ def relative_index(length: int, device=None) -> torch.Tensor:
     return pos[:, None] - pos[None, :] + length - 1
 
 
-def _skew(rel: torch.Tensor) -> torch.Tensor:
-    """(..., L, 2L-1) per key-minus-query offset -> (..., L, L) view, ``out[i, j] = rel[i, j - i + L - 1]``.
-
-    A strided view (row stride 2L-2), no copy: the relative-to-absolute step of relative attention.
-    """
-    rel = rel.contiguous()
-    L = rel.shape[-2]
-    return rel.as_strided((*rel.shape[:-1], L), (*rel.stride()[:-2], rel.stride(-2) - 1, 1),
-                          rel.storage_offset() + L - 1)
-
-
-def _unskew(p: torch.Tensor) -> torch.Tensor:
-    """Inverse of `_skew`: (..., L, L) -> (..., L, 2L-1), zeros where no key maps."""
-    L = p.shape[-1]
-    out = p.new_zeros(*p.shape[:-1], 2 * L - 1)
-    _skew(out).copy_(p)
-    return out
-
-
 # Tables are stored as the official code does, indexed by query-minus-key offsets (i - j + L - 1);
 # flipping a table along its offsets gives key-minus-query order, the order `_skew` reads.
 # ----------------------------------------------------------------------------- similarity terms
@@ -108,37 +91,12 @@ def _term_qk(q, k, *_):
 
 def _term_qr_flat(q, k, rel_q, rel_k):
     """q_i . r_q[i - j]  (classification)."""
-    return _skew(q.transpose(-1, -2) @ rel_q.flip(-1))
+    return skew(q.transpose(-1, -2) @ rel_q.flip(-1))
 
 
 def _term_kr_flat(q, k, rel_q, rel_k):
     """k_j . r_k[j - i]  (classification; the official code transposes the key term)."""
-    return _skew(k.transpose(-1, -2) @ rel_k.flip(-1)).transpose(-1, -2)
-
-
-def _skew_mask(L: int, device) -> torch.Tensor:
-    """(L, 2L-1) bool: the positions `_skew` reads (column m of row i holds key j = m + i - L + 1)."""
-    i = torch.arange(L, device=device)[:, None]
-    m = torch.arange(2 * L - 1, device=device)[None, :]
-    return (m >= L - 1 - i) & (m <= 2 * L - 2 - i)
-
-
-def _flat_term_grads(t: int, dx: torch.Tensor, base, q, k, rel_q, rel_k):
-    """Gradients of classification term t (0: qk, 1: qr, 2: kr) for dL/dterm `dx`.
-
-    `dx` was written in place into the recomputed term, a view of `base`, so for the relative
-    terms `base` already is the (N, g, L, 2L-1) gradient of the relative logits once the positions the skew
-    does not read are zeroed. Returns (dq, dk, drel_q, drel_k), None where a term has no path.
-    """
-    if t == 0:  # x = q^T k
-        return k @ dx.transpose(-1, -2), q @ dx, None, None
-    feat, rel = (q, rel_q) if t == 1 else (k, rel_k)
-    L = base.shape[-2]
-    base.masked_fill_(~_skew_mask(L, base.device), 0)
-    dfeat = rel.flip(-1) @ base.transpose(-1, -2)  # (c, 2L-1) @ (N, g, 2L-1, L) -> (N, g, c, L)
-    c = feat.shape[2]
-    drel = (feat.transpose(2, 3).reshape(-1, c).t() @ base.reshape(-1, base.shape[-1])).flip(-1)
-    return (dfeat, None, drel, None) if t == 1 else (None, dfeat, None, drel)
+    return skew(k.transpose(-1, -2) @ rel_k.flip(-1)).transpose(-1, -2)
 
 
 def _term_qr_2d(q, k, rel_h, rel_w, index_h, index_w):
@@ -153,34 +111,26 @@ def _term_qr_2d(q, k, rel_h, rel_w, index_h, index_w):
     return (lh[..., :, None] + lw[..., None, :]).reshape(N, g, L, L)
 
 
-def _promote(tensors):
-    """Floating tensors in float32 (float64 stays float64): the lean functions compute in one dtype."""
-    dt = torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
-    return [t.to(dt) if t.is_floating_point() else t for t in tensors]
+def _similarity(term_fns, bn, weight, inputs, stats=None):
+    """sum_t scale_t * term_t(*inputs), one term at a time, one BatchNorm channel per (term, head).
 
-
-def _no_autocast(t: torch.Tensor):
-    return torch.autocast(t.device.type, enabled=False)
-
-
-def _similarity(term_fns, bn, weight, bias, inputs, stats=None):
-    """sum_t BN_t(term_t(*inputs)), one term at a time, one BatchNorm channel per (term, head).
-
-    With `stats` None: batch statistics in training (running statistics updated as `nn.BatchNorm2d`
-    does) or the running ones in eval; returns (S, mean, inv_std) with (T, g) statistics. With
-    `stats` = (mean, inv_std) given: recomputation with those statistics, nothing updated.
+    This is sum_t BN_t(term_t) up to a per-head constant: the BatchNorm shifts are left out, since
+    they cancel in the softmax that follows. With `stats` None: batch statistics in training
+    (running statistics updated as `nn.BatchNorm2d` does) or the running ones in eval; with
+    `stats` = (mean, inv_std) given: recomputation with those, nothing updated.
+    Returns (S, mean, inv_std), the statistics (terms, g).
     """
     training = stats is None and (bn.training or bn.running_mean is None)
     S, means, inv_stds = None, [], []
     for t, fn in enumerate(term_fns):
-        with _no_autocast(inputs[0]):
+        with no_autocast(inputs[0]):
             x = fn(*inputs)
         g = x.shape[1]
         sl = slice(t * g, (t + 1) * g)
-        n = x.numel() // g
         if stats is not None:
             mean, inv_std = stats[0][t], stats[1][t]
-        elif training:  # two-pass statistics per head; reductions over the contiguous (i, j) first
+        elif training:
+            n = x.numel() // g  # two passes, contiguous (i, j) reductions first (torch.var_mean is slower)
             mean = x.sum(dim=(2, 3)).sum(0) / n
             var = torch.linalg.vector_norm(x - mean.view(1, g, 1, 1), dim=(2, 3)).square().sum(0) / n
             if bn.running_mean is not None and bn.momentum != 0:
@@ -191,12 +141,11 @@ def _similarity(term_fns, bn, weight, bias, inputs, stats=None):
         else:
             mean = bn.running_mean[sl]
             inv_std = torch.rsqrt(bn.running_var[sl] + bn.eps)
-        scale = inv_std * weight[sl] if weight is not None else inv_std
-        shift = -mean * scale + (bias[sl] if bias is not None else 0)
-        if S is None:
-            S = torch.addcmul(shift.view(1, g, 1, 1), x, scale.view(1, g, 1, 1))
+        scale = (inv_std * weight[sl] if weight is not None else inv_std).view(1, g, 1, 1)
+        if S is None:  # the first term (q.k) is a fresh product: scale it in place
+            S = x.mul_(scale) if x._base is None and x.is_contiguous() else x.mul(scale)
         else:
-            S.addcmul_(x, scale.view(1, g, 1, 1)).add_(shift.view(1, g, 1, 1))
+            S.addcmul_(x, scale)
         del x
         means.append(mean)
         inv_stds.append(inv_std)
@@ -205,95 +154,79 @@ def _similarity(term_fns, bn, weight, bias, inputs, stats=None):
     return S, torch.stack(means), torch.stack(inv_stds)
 
 
-class _LeanAttention(torch.autograd.Function):
-    """Normalised similarity, softmax and aggregation in one function that saves no (HW x HW) tensor.
+def _autograd_grads(term_fns, dS, inputs, need, mean, inv_std, weight, training):
+    """Gradients of sum_t BN_t(term_t) for any terms (here: detection_qr): each term is recomputed
+    under autograd and its BatchNorm gradient applied by hand. Returns (input grads, dweight, dbias)."""
+    g = dS.shape[1]
+    n = dS.numel() // g
+    dS_sum = dS.sum(dim=(0, 2, 3))
+    leaves = [x.detach().requires_grad_(r) for x, r in zip(inputs, need)]
+    wanted = [x for x, r in zip(leaves, need) if r]
+    grads, dweight = [None] * len(wanted), []
+    for t, fn in enumerate(term_fns):
+        with torch.enable_grad(), no_autocast(dS):
+            x = fn(*leaves)
+        w = weight[t * g:(t + 1) * g] if weight is not None else 1
+        coef = (w * inv_std[t]).view(1, g, 1, 1)
+        xhat = (x.detach() - mean[t].view(1, g, 1, 1)) * inv_std[t].view(1, g, 1, 1)
+        dot = torch.linalg.vecdot(dS.flatten(2), xhat.flatten(2)).sum(0)
+        dweight.append(dot)
+        if training:  # BatchNorm with batch statistics: remove the mean and the projection on xhat
+            dx = (dS - (dS_sum / n).view(1, g, 1, 1) - xhat * (dot / n).view(1, g, 1, 1)) * coef
+        else:
+            dx = dS * coef
+        if wanted and x.requires_grad:
+            gs = torch.autograd.grad(x, wanted, dx, allow_unused=True)
+            grads = [a if b is None else (b if a is None else a + b) for a, b in zip(grads, gs)]
+        del x, xhat, dx
+    it = iter(grads)
+    return [next(it) if r else None for r in need], torch.cat(dweight), dS_sum.repeat(len(term_fns))
 
-    Forward: S = sum_t BN_t(term_t) (see `_similarity`), P = softmax(S), sv = v P^T and, with a
-    value table, sve[c, i] = sum_j P_ij rel_v[c, i - j + L - 1]. Only the inputs, v, the table and
-    the (terms x heads) statistics are kept; backward recomputes S and P, and then each term
-    again for its BatchNorm gradient (the BatchNorm gradient applied by hand).
-    Returns (sv, sve), both (N, g, c_v, L); sve is empty without a value table.
+
+class _LeanAttention(torch.autograd.Function):
+    """Normalised similarity, softmax and aggregation in one function that saves no (HW x HW)
+    tensor, for any similarity terms without a value table (here: detection_qr; classification has
+    its own, faster `lesa_flat.FlatAttention`).
+
+    Forward: S = sum_t BN_t(term_t) (see `_similarity`), P = softmax(S), returns sv = v P^T,
+    (N, g, c_v, L). Only v, the inputs and the (terms x heads) statistics are kept; backward
+    recomputes S and P, then each term under autograd for its BatchNorm gradient (`_autograd_grads`).
     """
 
     @staticmethod
-    def forward(ctx, term_fns, bn, weight, bias, v, rel_v, *inputs):
-        ctx.dtypes = [x.dtype for x in (v, rel_v, *inputs) if x is not None]
-        v, *inputs = _promote([v, *inputs])  # float32 (or float64) under AMP too
-        rel_v = None if rel_v is None else rel_v.to(v.dtype)
-        S, mean, inv_std = _similarity(term_fns, bn, weight, bias, inputs)
+    def forward(ctx, term_fns, bn, weight, bias, v, *inputs):
+        ctx.dtypes = [x.dtype for x in (v, *inputs)]
+        v, *inputs = promote([v, *inputs])  # float32 (or float64) under AMP too
+        S, mean, inv_std = _similarity(term_fns, bn, weight, inputs)
         ctx.training = bn.training or bn.running_mean is None
-        with _no_autocast(v):
+        with no_autocast(v):
             p = S.softmax(dim=-1)
             del S
-            sv = v @ p.transpose(-1, -2)  # (N, g, cv, L)
-            sve = v.new_zeros(0) if rel_v is None else (_unskew(p) @ rel_v.flip(-1).t()).transpose(-1, -2)
-        ctx.term_fns, ctx.bn, ctx.T, ctx.has_rel_v = term_fns, bn, len(term_fns), rel_v is not None
-        ctx.has_weight, ctx.has_bias = weight is not None, bias is not None
-        ctx.save_for_backward(mean, inv_std, weight if weight is not None else torch.empty(0),
-                              bias if bias is not None else torch.empty(0), v,
-                              rel_v if rel_v is not None else torch.empty(0), *inputs)
-        return sv, sve
+            sv = v @ p.transpose(-1, -2)
+        ctx.term_fns, ctx.bn, ctx.has_weight = term_fns, bn, weight is not None
+        ctx.save_for_backward(mean, inv_std, weight if weight is not None else torch.empty(0), v, *inputs)
+        return sv
 
     @staticmethod
-    def backward(ctx, dsv, dsve):
-        mean, inv_std, weight, bias, v, rel_v, *inputs = ctx.saved_tensors
+    def backward(ctx, dsv):
+        mean, inv_std, weight, v, *inputs = ctx.saved_tensors
         weight = weight if ctx.has_weight else None
-        bias = bias if ctx.has_bias else None
-        with _no_autocast(v):
-            S, _, _ = _similarity(ctx.term_fns, ctx.bn, weight, bias, inputs, stats=(mean, inv_std))
+        with no_autocast(v):
+            S, _, _ = _similarity(ctx.term_fns, ctx.bn, weight, inputs, stats=(mean, inv_std))
             p = S.softmax(dim=-1)
             del S
             dsv = dsv.to(v.dtype)
             dp = dsv.transpose(-1, -2) @ v  # (N, g, L, L)
             dv = dsv @ p if ctx.needs_input_grad[4] else None
-            drel_v = None
-            if ctx.has_rel_v:
-                dsve_t = dsve.to(v.dtype).transpose(-1, -2)  # (N, g, L, cv)
-                dp += _skew(dsve_t @ rel_v.flip(-1))
-                if ctx.needs_input_grad[5]:
-                    c = dsve_t.shape[-1]
-                    drel_v = (dsve_t.reshape(-1, c).t() @ _unskew(p).reshape(-1, 2 * p.shape[-1] - 1)).flip(-1)
-            # softmax backward, in place: dS = P * (dP - sum_j dP P)
-            dS = dp.sub_(torch.linalg.vecdot(dp, p).unsqueeze(-1)).mul_(p)
+            dS = dp.sub_(torch.linalg.vecdot(dp, p).unsqueeze(-1)).mul_(p)  # softmax backward, in place
             del p, dp
-        need = ctx.needs_input_grad[6:]
-        g = dS.shape[1]
-        n = dS.numel() // g
-        dS_sum = dS.sum(dim=(0, 2, 3))
-        leaves = [x.detach().requires_grad_(r) for x, r in zip(inputs, need)]
-        wanted = [x for x, r in zip(leaves, need) if r]
-        grads = [None] * len(wanted)
-        dweight = []
-        manual = ctx.term_fns[1] is _term_qr_flat  # classification: gradients by hand, no autograd
-        for t, fn in enumerate(ctx.term_fns):
-            with torch.set_grad_enabled(not manual), _no_autocast(dS):
-                x = fn(*leaves)
-            w = weight[t * g:(t + 1) * g] if weight is not None else torch.ones_like(inv_std[t])
-            coef = (w * inv_std[t]).view(1, g, 1, 1)
-            # in place on the recomputed term: autograd needs only its shape (matmul and view inputs are kept)
-            xhat = x.detach().sub_(mean[t].view(1, g, 1, 1)).mul_(inv_std[t].view(1, g, 1, 1))
-            dot = torch.einsum("ngij,ngij->g", dS, xhat)
-            dweight.append(dot)
-            if ctx.training:  # BatchNorm with batch statistics: remove mean and projection on xhat
-                dx = xhat.mul_((-dot / n).view(1, g, 1, 1)).add_(dS).sub_((dS_sum / n).view(1, g, 1, 1)).mul_(coef)
-            else:
-                dx = xhat.copy_(dS).mul_(coef)  # in the term's storage, as the manual gradients expect
-            if manual:
-                gs = [gr for gr, r in zip(_flat_term_grads(t, dx, x._base, *inputs), need) if r]
-                grads = [a if b is None else (b if a is None else a + b) for a, b in zip(grads, gs)]
-            elif wanted and x.requires_grad:
-                gs = torch.autograd.grad(x, wanted, dx, allow_unused=True)
-                grads = [a if b is None else (b if a is None else a + b) for a, b in zip(grads, gs)]
-            del x, xhat, dx
-        it = iter(grads)
-        input_grads = [next(it) if r else None for r in need]
-        dtypes = ctx.dtypes[-len(inputs):]
-        input_grads = [x if x is None else x.to(dt) for x, dt in zip(input_grads, dtypes)]
-        dw = torch.cat(dweight) if ctx.has_weight and ctx.needs_input_grad[2] else None
-        db = dS_sum.repeat(ctx.T) if ctx.has_bias and ctx.needs_input_grad[3] else None
+            input_grads, dw, db = _autograd_grads(ctx.term_fns, dS, inputs, ctx.needs_input_grad[5:], mean,
+                                                  inv_std, weight, ctx.training)
+        input_grads = [x if x is None else x.to(dt) for x, dt in zip(input_grads, ctx.dtypes[1:])]
+        dw = dw if ctx.has_weight and ctx.needs_input_grad[2] else None
+        db = db if ctx.needs_input_grad[3] else None
         dv = None if dv is None else dv.to(ctx.dtypes[0])
-        drel_v = None if drel_v is None else drel_v.to(ctx.dtypes[1])
-        return (None, None, dw, db, dv, drel_v, *input_grads)
+        return (None, None, dw, db, dv, *input_grads)
 
 
 @contextlib.contextmanager
@@ -507,7 +440,7 @@ class LESA(nn.Module):
         bn = self.bn_similarity
         stats = (bn.running_mean.view(len(term_fns), g),
                  torch.rsqrt(bn.running_var + bn.eps).view(len(term_fns), g))
-        sim, _, _ = _similarity(term_fns, bn, bn.weight, bn.bias, inputs, stats=stats)
+        sim, _, _ = _similarity(term_fns, bn, bn.weight, inputs, stats=stats)
         return sim.softmax(dim=-1)
 
     def _unary(self, x):
@@ -517,13 +450,15 @@ class LESA(nn.Module):
         """(N, C_in, L) -> (N, out_planes, L)."""
         N, _, L = x.shape
         g, cq, cv = self.groups, self.qk_planes, self.v_planes
-        qkv = self.bn_qkv(self.qkv_transform(x)).view(N, g, 2 * cq + cv, L)
+        qkv = self.qkv_transform(x)
+        folded = not self.training and not torch.is_grad_enabled()
+        if self.impl == "lean" and self.pe_type == "classification" and not folded:
+            return self._binary_flat(qkv)
+        qkv = self.bn_qkv(qkv).view(N, g, 2 * cq + cv, L)
         q, k, v = torch.split(qkv, [cq, cq, cv], dim=2)  # (N, g, c, L)
         if self.impl == "reference":
             return self._binary_reference(q, k, v)
-        if not self.training and not torch.is_grad_enabled():
-            return self._binary_folded(q, k, v)
-        return self._binary_lean(q, k, v)
+        return self._binary_folded(q, k, v) if folded else self._binary_lean(q, k, v)
 
     def _pe_inputs(self, q, k):
         cq = self.qk_planes
@@ -540,12 +475,19 @@ class LESA(nn.Module):
         stacked = torch.cat([sv, sve], dim=-1).view(N, 2 * self.out_planes, L)
         return self.bn_output(stacked).view(N, self.out_planes, 2, L).sum(dim=2)
 
+    def _binary_flat(self, qkv):
+        """classification, with autograd: `lesa_flat.FlatAttention` from the qkv before its BatchNorm."""
+        bq, bs = self.bn_qkv, self.bn_similarity
+        split = [self.qk_planes, self.qk_planes, self.v_planes]
+        rel_q, rel_k, rel_v = self.relative.split(split, dim=0)
+        sv, sve = FlatAttention.apply(bq, bs, bq.weight, bq.bias, bs.weight, bs.bias, qkv, self.groups, split,
+                                      rel_q, rel_k, rel_v)
+        return self._combine_output(sv, sve)
+
     def _binary_lean(self, q, k, v):
-        term_fns, inputs = self._pe_inputs(q, k)
         bn = self.bn_similarity
-        rel_v = self.relative[2 * self.qk_planes:] if self.pe_type == "classification" else None
-        sv, sve = _LeanAttention.apply(term_fns, bn, bn.weight, bn.bias, v, rel_v, *inputs)  # (N, g, cv, L)
-        return self._combine_output(sv, sve if rel_v is not None else None)
+        term_fns, inputs = self._pe_inputs(q, k)
+        return self._combine_output(_LeanAttention.apply(term_fns, bn, bn.weight, bn.bias, v, *inputs), None)
 
     def _binary_folded(self, q, k, v):
         """Eval mode, no grad: BatchNorms folded into scales; same function as the other paths."""
@@ -570,7 +512,7 @@ class LESA(nn.Module):
         p = logits.softmax(dim=-1)
         del logits
         out = p @ (v * s[:, :, 0].view(1, g, cv, 1)).transpose(-1, -2)  # (N, g, L, cv)
-        out += _unskew(p) @ (rel_v.flip(-1).view(1, cv, -1) * s[:, :, 1].view(g, cv, 1)).transpose(-1, -2)
+        out += unskew(p) @ (rel_v.flip(-1).view(1, cv, -1) * s[:, :, 1].view(g, cv, 1)).transpose(-1, -2)
         return out.transpose(-1, -2).reshape(N, g * cv, L) + shift.view(g * cv, 2).sum(-1).view(1, -1, 1)
 
     def _binary_reference(self, q, k, v):
