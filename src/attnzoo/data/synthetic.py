@@ -253,6 +253,14 @@ def _finish(img: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------ single label
 
+def _keeps_own_context(g, n, split, context_bias):
+    """(n,) bool: which images show their own context -- with probability `context_bias` in train,
+    always in test, never in test_swapped."""
+    if split == "train":
+        return torch.rand(n, generator=g) < context_bias
+    return torch.full((n,), split == "test")
+
+
 def generate_single(n: int, img_size: int, split: str, seed: int = 0, context_bias: float = 0.8,
                     num_classes: int = 10) -> InMemoryDataset:
     """`n` images (n, 3, img_size, img_size) uint8 of the single-label set for `split`."""
@@ -263,10 +271,7 @@ def generate_single(n: int, img_size: int, split: str, seed: int = 0, context_bi
     labels = torch.randint(num_classes, (n,), generator=g)
     own = labels % NUM_CONTEXTS
     other = (own + torch.randint(1, NUM_CONTEXTS, (n,), generator=g)) % NUM_CONTEXTS
-    if split == "train":
-        keep = torch.rand(n, generator=g) < context_bias
-    else:
-        keep = torch.full((n,), split == "test")
+    keep = _keeps_own_context(g, n, split, context_bias)
     ctx = torch.where(keep, own, other)
     bg = _background_params(g, n)
     obj = _object_params(g, n, 1, 0.22, 0.38)
@@ -333,10 +338,7 @@ def generate_multilabel(n: int, img_size: int, split: str, seed: int = 0, contex
         ctx_present[torch.arange(n), cls[:, k] % NUM_CONTEXTS] |= active[:, k]
     scores = torch.rand(n, NUM_CONTEXTS, generator=g).masked_fill(ctx_present, -1.0)
     absent = scores.argmax(dim=1)  # a context of no present class (exists: at most 4 of 10 taken)
-    if split == "train":
-        keep = torch.rand(n, generator=g) < context_bias
-    else:
-        keep = torch.full((n,), split == "test")
+    keep = _keeps_own_context(g, n, split, context_bias)
     ctx = torch.where(keep, own, absent)
     bg = _background_params(g, n)
     obj = _object_params(g, n, max_objects, 0.11, 0.2)

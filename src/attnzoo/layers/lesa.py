@@ -59,7 +59,7 @@ from torch import nn
 
 from ..errors import UserError, choices_hint
 from .factory import ATTNZOO_BLOCKS
-from .lesa_flat import FlatAttention, no_autocast, promote, skew, unskew
+from .lesa_flat import FlatAttention, no_autocast, promote, skew, unskew, update_running_stats
 
 PE_TYPES = ("classification", "detection_qr")
 IMPLS = ("lean", "reference")
@@ -121,7 +121,7 @@ def _similarity(term_fns, bn, weight, inputs, stats=None):
     Returns (S, mean, inv_std), the statistics (terms, g).
     """
     training = stats is None and (bn.training or bn.running_mean is None)
-    S, means, inv_stds = None, [], []
+    S, means, inv_stds, variances = None, [], [], []
     for t, fn in enumerate(term_fns):
         with no_autocast(inputs[0]):
             x = fn(*inputs)
@@ -133,10 +133,7 @@ def _similarity(term_fns, bn, weight, inputs, stats=None):
             n = x.numel() // g  # two passes, contiguous (i, j) reductions first (torch.var_mean is slower)
             mean = x.sum(dim=(2, 3)).sum(0) / n
             var = torch.linalg.vector_norm(x - mean.view(1, g, 1, 1), dim=(2, 3)).square().sum(0) / n
-            if bn.running_mean is not None and bn.momentum != 0:
-                m = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked + 1)
-                bn.running_mean[sl].mul_(1 - m).add_(mean, alpha=m)
-                bn.running_var[sl].mul_(1 - m).add_(var * (n / max(n - 1, 1)), alpha=m)
+            variances.append(var)
             inv_std = torch.rsqrt(var + bn.eps)
         else:
             mean = bn.running_mean[sl]
@@ -149,8 +146,8 @@ def _similarity(term_fns, bn, weight, inputs, stats=None):
         del x
         means.append(mean)
         inv_stds.append(inv_std)
-    if training and bn.running_mean is not None and bn.momentum != 0:
-        bn.num_batches_tracked.add_(1)
+    if training:
+        update_running_stats(bn, torch.stack(means), torch.stack(variances), n)
     return S, torch.stack(means), torch.stack(inv_stds)
 
 

@@ -139,6 +139,17 @@ def _chunks(N, g, L, itemsize):
     return [(s, min(s + step, N)) for s in range(0, N, step)], min(step, N)
 
 
+def update_running_stats(bn, mean, var, n):
+    """Fold batch statistics (per-channel mean and biased variance over n values) into `bn`'s
+    running ones as `nn.BatchNorm` does; nothing when it keeps none or its momentum is 0."""
+    if bn.running_mean is None or bn.momentum == 0:
+        return
+    m = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked + 1)
+    bn.running_mean.mul_(1 - m).add_(mean.flatten().to(bn.running_mean.dtype), alpha=m)
+    bn.running_var.mul_(1 - m).add_((var * (n / max(n - 1, 1))).flatten().to(bn.running_var.dtype), alpha=m)
+    bn.num_batches_tracked.add_(1)
+
+
 def _batchnorm_stats(bn, q, k, rel_q, rel_k):
     """(mean, inv_std), (3, g): batch statistics in training (running ones updated as
     `nn.BatchNorm2d` does), the running ones otherwise."""
@@ -146,12 +157,7 @@ def _batchnorm_stats(bn, q, k, rel_q, rel_k):
     if not (bn.training or bn.running_mean is None):
         return bn.running_mean.view(3, g).to(q.dtype), torch.rsqrt(bn.running_var.view(3, g) + bn.eps).to(q.dtype)
     mean, var = flat_stats(q, k, rel_q, rel_k)
-    if bn.running_mean is not None and bn.momentum != 0:
-        n = q.shape[0] * q.shape[-1] ** 2
-        m = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked + 1)
-        bn.running_mean.mul_(1 - m).add_(mean.flatten().to(bn.running_mean.dtype), alpha=m)
-        bn.running_var.mul_(1 - m).add_((var * (n / max(n - 1, 1))).flatten().to(bn.running_var.dtype), alpha=m)
-        bn.num_batches_tracked.add_(1)
+    update_running_stats(bn, mean, var, q.shape[0] * q.shape[-1] ** 2)
     return mean.to(q.dtype), torch.rsqrt(var + bn.eps).to(q.dtype)
 
 
