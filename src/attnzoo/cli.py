@@ -210,7 +210,7 @@ def cmd_recipes(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .engine.info import format_info, model_info
+    from .commands.info import format_info, model_info
 
     info = model_info(args.model, img_size=args.img_size, num_classes=args.num_classes,
                       model_kwargs=_kwargs(args.kwarg))
@@ -219,7 +219,7 @@ def cmd_info(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .engine.bench import benchmark, format_table
+    from .commands.bench import benchmark, format_table
 
     rows = benchmark(args.models, batch_size=args.batch_size, img_size=args.img_size,
                      device=args.device, steps=args.steps, warmup=args.warmup)
@@ -230,7 +230,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .engine.compare import compare
+    from .commands.compare import compare
     from .engine.config import load_config
 
     if args.seeds < 1:

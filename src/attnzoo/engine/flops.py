@@ -11,18 +11,10 @@ both conventions:
 Like the seeds' figures, only multiply-accumulate operators are counted; element-wise work
 (BatchNorm, activations, pooling, softmax) is not.
 
-Custom operators (attnzoo.ops: SAN aggregation and subtraction) are counted when a FLOP formula
-is known for them, from any of these sources:
-
-1. `torch.utils.flop_counter.register_flop_formula(op)` applied by the op's author (the global
-   registry FlopCounterMode consults on its own);
-2. a mapping ``FLOP_FORMULAS = {op: formula}`` exposed by `attnzoo.ops` (or a function
-   ``flop_formulas()`` returning one); it is passed as FlopCounterMode's ``custom_mapping``.
-
-A formula follows torch's convention: ``formula(*args, out_shape=..., **kwargs) -> int FLOPs``
-(2 per multiply-add), called with the op's arguments (shapes only are needed). An operator outside
-the ``aten``/``prims`` namespaces that runs without a formula is listed in ``uncounted_ops`` of
-the result, so a missing count is visible instead of silently zero.
+Custom operators (attnzoo.ops: SAN aggregation and subtraction) are counted through the FLOP
+formulas `attnzoo.ops` registers with `torch.utils.flop_counter.register_flop_formula`. An
+operator outside the ``aten``/``prims`` namespaces that runs without a formula is listed in
+``uncounted_ops`` of the result, so a missing count is visible instead of silently zero.
 """
 from __future__ import annotations
 
@@ -31,25 +23,10 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
+from .. import ops  # noqa: F401  (registers the FLOP formulas of the custom operators)
 from ..errors import UserError
 
 _BUILTIN_NAMESPACES = ("aten", "prims", "prim", "profiler", "debugprims")
-
-
-def custom_flop_formulas() -> dict:
-    """FLOP formulas that `attnzoo.ops` exposes for its custom operators (empty if none).
-
-    Accepts ``attnzoo.ops.FLOP_FORMULAS`` (a dict op -> formula) or ``attnzoo.ops.flop_formulas()``.
-    Formulas registered globally with `register_flop_formula` need no entry here.
-    """
-    try:
-        from .. import ops
-    except ImportError:
-        return {}
-    found = getattr(ops, "FLOP_FORMULAS", None)
-    if found is None and callable(getattr(ops, "flop_formulas", None)):
-        found = ops.flop_formulas()
-    return {_packet(op): formula for op, formula in dict(found or {}).items()}
 
 
 def _packet(op):
@@ -60,9 +37,9 @@ def _packet(op):
 class _UncountedOps(TorchDispatchMode):
     """Records the non-aten operators that ran without a FLOP formula."""
 
-    def __init__(self, known: dict):
+    def __init__(self):
         super().__init__()
-        self.known = {_packet(k) for k in known} | {_packet(k) for k in flop_registry}
+        self.known = {_packet(k) for k in flop_registry}
         self.seen: set[str] = set()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -96,12 +73,11 @@ def count_flops(model: nn.Module, input_size=(1, 3, 224, 224), per_module: list[
     if device is None:
         param = next(iter(model.parameters()), None)
         device = param.device if param is not None else torch.device("cpu")
-    formulas = custom_flop_formulas()
     x = torch.randn(*input_size, device=device)
     was_training = model.training
     model.eval()
-    uncounted = _UncountedOps(formulas)
-    counter = FlopCounterMode(display=False, custom_mapping=formulas or None)
+    uncounted = _UncountedOps()
+    counter = FlopCounterMode(display=False)
     try:
         with torch.no_grad(), counter, uncounted:
             model(x)

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from attnzoo.engine import compare as cmp
+from attnzoo.commands import compare as cmp
 from attnzoo.engine.config import config_from_dict
 from attnzoo.errors import UserError
 
@@ -116,7 +116,7 @@ def test_missing_runs_are_trained_with_resume_and_the_run_config(tmp_path):
 def test_diverged_run_is_recorded_and_the_rest_goes_on(tmp_path):
     from attnzoo.engine.train import TrainingDiverged
 
-    def train_fn(cfg):
+    def train_fn(cfg, **kwargs):
         if cfg.train.seed == 1:
             raise TrainingDiverged("loss became nan")
         return _summary(80, 60)
@@ -126,31 +126,15 @@ def test_diverged_run_is_recorded_and_the_rest_goes_on(tmp_path):
     assert "Runs without results: resnet20_cifar seed 1." in (tmp_path / "comparison.md").read_text()
 
 
-def test_bias_columns_join_the_table(tmp_path, monkeypatch):
+def test_bias_columns_join_the_table(tmp_path):
     _write_runs(tmp_path, {"resnet20_cifar": [_summary(80, 60), _summary(82, 62)]})
     for seed, value in enumerate((0.25, 0.35)):  # cached columns of each run
         cache = tmp_path / "runs" / f"resnet20_cifar-s{seed}" / "analysis" / "bias_columns.json"
         cache.parent.mkdir(parents=True)
         cache.write_text(json.dumps({"energy_in_box": value, "position_bias_rate": 0.1}))
-    monkeypatch.setattr(cmp, "_bias_fn", lambda: (lambda model, bundle: {}))
     res = _compare(["resnet20_cifar"], [0, 1], _base(), tmp_path, analyze=True, train_fn=_never_called)
     assert math.isclose(res["aggregate"]["resnet20_cifar"]["bias.energy_in_box"]["mean"], 0.3)
     assert "| bias energy_in_box | 0.3000 ± 0.0707 |" in (tmp_path / "comparison.md").read_text()
-
-
-def test_analyze_without_analysis_package_is_one_clear_error(tmp_path, monkeypatch):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_analysis(name, globals=None, locals=None, fromlist=(), level=0):
-        if name == "analysis" and level == 2 or name.endswith("attnzoo.analysis"):
-            raise ImportError("No module named 'attnzoo.analysis'")
-        return real_import(name, globals, locals, fromlist, level)
-
-    monkeypatch.setattr(builtins, "__import__", no_analysis)
-    with pytest.raises(UserError, match="compare --analyze needs attnzoo.analysis.bias_columns"):
-        _compare(["resnet20_cifar"], [0], _base(), tmp_path, analyze=True, train_fn=_never_called)
 
 
 @pytest.mark.parametrize("models, seeds, match", [

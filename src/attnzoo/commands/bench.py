@@ -30,9 +30,9 @@ from pathlib import Path
 
 import torch
 
+from ..engine.device import resolve_device
+from ..engine.flops import count_flops, human
 from ..errors import UserError
-from .flops import count_flops, human
-from .device import resolve_device
 from .info import default_img_size
 
 _MIB = 2 ** 20
@@ -225,7 +225,7 @@ def _child_main(request_path: str) -> None:
 # A fresh interpreter (not multiprocessing, whose 'spawn' re-runs the caller's main script).
 _CHILD_CODE = """import sys, json
 sys.path[:0] = json.loads(sys.argv[2])
-from attnzoo.engine.bench import _child_main
+from attnzoo.commands.bench import _child_main
 _child_main(sys.argv[1])
 """
 

@@ -8,7 +8,7 @@ from torch.utils.flop_counter import register_flop_formula
 
 import attnzoo  # noqa: F401  (registers the networks)
 from attnzoo.engine.flops import count_flops, human
-from attnzoo.engine.info import default_img_size, describe, format_info, model_info
+from attnzoo.commands.info import default_img_size, describe, format_info, model_info
 from attnzoo.errors import UserError
 
 
@@ -64,19 +64,6 @@ def test_custom_op_with_registered_formula_is_counted():
 def test_custom_op_without_formula_is_reported():
     out = count_flops(_Tiny(torch.ops.attnzoo_test_flops.scale_uncounted), (1, 3, 4, 4))
     assert out["uncounted_ops"] == ["attnzoo_test_flops.scale_uncounted"]
-
-
-def test_formulas_exposed_by_attnzoo_ops_are_used(monkeypatch):
-    import attnzoo.ops as ops
-
-    def formula(x_shape, w_shape, out_shape=None, **kwargs):
-        return 10 * math.prod(out_shape)
-
-    monkeypatch.setattr(ops, "FLOP_FORMULAS", {torch.ops.attnzoo_test_flops.scale_uncounted: formula},
-                        raising=False)
-    base = count_flops(_Tiny(lambda x, w: x * w), (1, 3, 4, 4))["macs"]
-    out = count_flops(_Tiny(torch.ops.attnzoo_test_flops.scale_uncounted), (1, 3, 4, 4))
-    assert out["macs"] == base + 5 * 3 * 4 * 4 and out["uncounted_ops"] == []
 
 
 def test_count_restores_training_mode_and_rejects_bad_input():

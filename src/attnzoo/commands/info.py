@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..engine.flops import count_flops, human
 from ..errors import UserError
-from .flops import count_flops, human
 
 # Top-level containers whose children are the stages (timm: `stages`, `blocks`, `layers`, `features`).
 _STAGE_CONTAINERS = ("stages", "layers", "blocks", "features")

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from attnzoo.engine.bench import benchmark, format_table
+from attnzoo.commands.bench import benchmark, format_table
 from attnzoo.errors import UserError
 
 KEYS = {"model", "device", "batch_size", "img_size", "num_classes", "params", "macs", "train_img_per_s",
@@ -42,7 +42,7 @@ def test_isolated_errors_come_back_as_user_errors(tmp_path, monkeypatch):
     import json
     import subprocess
 
-    from attnzoo.engine import bench
+    from attnzoo.commands import bench
 
     args = ["resnet_cifar", 2, None, "cpu", 1, 0, {"depth": 9}]
     request = tmp_path / "request.json"

@@ -18,15 +18,17 @@ are cached in `<run>/analysis/bias_columns.json`.
 from __future__ import annotations
 
 import copy
-import inspect
 import json
 import math
 import sys
 from pathlib import Path
 
+from ..analysis import bias_columns
+from ..engine.checkpoint import load_model
+from ..engine.config import Config, config_to_dict, validate
+from ..engine.flops import human
+from ..engine.train import TrainingDiverged, train
 from ..errors import UserError
-from .config import Config, config_to_dict, validate
-from .flops import human
 
 # Summary keys (besides the best/final metrics) that the comparison tabulates, in table order.
 COST_KEYS = ("params", "macs", "train_img_per_s", "wall_time_s")
@@ -231,53 +233,22 @@ def write_outputs(result: dict, out_dir: Path) -> dict:
 
 # ---------------------------------------------------------------------------- running
 
-def _bias_fn():
-    try:
-        from ..analysis import bias_columns
-    except ImportError as e:
-        raise UserError(f"compare --analyze needs attnzoo.analysis.bias_columns, which cannot be "
-                        f"imported here ({e}); run compare without --analyze") from None
-    return bias_columns
-
-
-def _call_train(train_fn, cfg: Config, quiet: bool) -> dict:
-    """`train_fn(cfg)`, plus resume='auto' (continue an interrupted run) and quiet where taken."""
-    params = inspect.signature(train_fn).parameters
-    kwargs = {}
-    if "resume" in params:
-        kwargs["resume"] = "auto"
-    if "quiet" in params:
-        kwargs["quiet"] = quiet
-    return train_fn(cfg, **kwargs)
-
-
-def _bias_for_run(cfg: Config, bias_fn, device: str) -> dict:
+def _bias_for_run(cfg: Config, device: str) -> dict:
     cache = cfg.run_dir / "analysis" / "bias_columns.json"
     if cache.exists():
         return json.loads(cache.read_text())
     from ..data import build_data
-    from .checkpoint import load_model
 
     best = cfg.run_dir / "checkpoints" / "best.safetensors"
     if not best.exists():
         raise UserError(f"compare --analyze: {best} is missing; the run saved no best checkpoint")
     model, run_cfg = load_model(best, map_location=device)
     bundle = build_data(run_cfg.data, train=False)
-    params = inspect.signature(bias_fn).parameters
-    cols = bias_fn(model, bundle, device=device) if "device" in params else bias_fn(model, bundle)
+    cols = bias_columns(model, bundle, device=device)
     cols = {k: float(v) for k, v in cols.items() if _number(v)}
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(cols, indent=2))
     return cols
-
-
-def _diverged_error():
-    """The exception of a run whose loss became non-finite (recorded, the comparison goes on)."""
-    try:
-        from .train import TrainingDiverged
-    except ImportError:
-        return ()
-    return TrainingDiverged
 
 
 def run_config(base: Config, model: str, seed: int, out_dir: Path) -> Config:
@@ -327,8 +298,8 @@ def compare(models: list[str], seeds: list[int], base: Config, out_dir: Path, an
             next to `base.model.name`'s column.
         out_dir: gets runs/<model>-s<seed>/ and comparison.{json,md,png}.
         analyze: add `attnzoo.analysis.bias_columns` of each run's best checkpoint.
-        train_fn: the training function (default `attnzoo.engine.train.train`); called as
-            train_fn(cfg, resume="auto", quiet=quiet) with the arguments it accepts.
+        train_fn: the training function, called as train_fn(cfg, resume="auto", quiet=quiet)
+            (default `attnzoo.engine.train.train`; tests pass a fake).
         quiet: no progress lines here nor in the training runs.
         analyze_device: where the bias statistics are computed.
 
@@ -339,11 +310,7 @@ def compare(models: list[str], seeds: list[int], base: Config, out_dir: Path, an
     """
     models, seeds = _check_inputs(models, seeds)
     out_dir = Path(out_dir)
-    bias_fn = _bias_fn() if analyze else None
-    if train_fn is None:
-        from .train import train as train_fn
-
-    diverged = _diverged_error()
+    train_fn = train_fn or train
     runs, failed, primary = [], [], None
     total = len(models) * len(seeds)
     for model in models:
@@ -364,13 +331,13 @@ def compare(models: list[str], seeds: list[int], base: Config, out_dir: Path, an
                                     "again") from None
             else:
                 try:
-                    summary = _call_train(train_fn, cfg, quiet)
-                except diverged as e:  # one diverged seed must not lose the others
+                    summary = train_fn(cfg, resume="auto", quiet=quiet)
+                except TrainingDiverged as e:  # one diverged seed must not lose the others
                     failed.append({"model": model, "seed": seed, "run_dir": str(cfg.run_dir),
                                    "error": str(e)})
                     continue
             primary = primary or primary_split(summary)
-            bias = _bias_for_run(cfg, bias_fn, analyze_device) if analyze else None
+            bias = _bias_for_run(cfg, analyze_device) if analyze else None
             runs.append({"model": model, "seed": seed, "run_dir": str(cfg.run_dir), "reused": reused,
                          "metrics": flat_metrics(summary, bias)})
 
