@@ -760,6 +760,10 @@ def main(argv=None) -> int:
         parser.error("--only/--skip take part numbers, e.g. --skip 3,5")
     if not set(chosen) <= set(PARTS) or not skipped <= set(PARTS):
         parser.error(f"parts are {', '.join(f'{n} ({t})' for n, t in PARTS.items())}")
+    if a.cupy_reference:
+        a.cupy_reference = str(Path(a.cupy_reference).resolve())  # the parts run from other folders too
+        if not (Path(a.cupy_reference) / "lib" / "sa" / "functional.py").is_file():
+            parser.error(f"--cupy-reference {a.cupy_reference}: no lib/sa/functional.py there (a hszhao/SAN checkout)")
     if a.device == "cuda":
         import torch
 
