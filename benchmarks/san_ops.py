@@ -130,7 +130,38 @@ def cpu_peaks_in_child(cases, batch) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _cupy_compat() -> None:
+    """Let the official kernels, written for CuPy < 8, load on current CuPy: `cupy.util.memoize` is
+    `cupy.memoize` there, and `cupy.cuda.compile_with_cache` (gone in recent releases) becomes a
+    `cupy.RawModule` whose kernels accept the official `stream=` argument (anything with `.ptr`)."""
+    import contextlib
+    import types
+
+    import cupy
+
+    if not hasattr(cupy, "util"):
+        cupy.util = types.SimpleNamespace(memoize=cupy.memoize)
+    if hasattr(cupy.cuda, "compile_with_cache"):
+        return
+
+    class Module:
+        def __init__(self, code, **_):
+            self.raw = cupy.RawModule(code=code)
+
+        def get_function(self, name):
+            kernel = self.raw.get_function(name)
+
+            def launch(grid, block, args, shared_mem=0, stream=None):
+                on = cupy.cuda.ExternalStream(stream.ptr) if stream is not None else contextlib.nullcontext()
+                with on:
+                    kernel(tuple(grid), tuple(block), tuple(args), shared_mem=shared_mem)
+            return launch
+
+    cupy.cuda.compile_with_cache = Module
+
+
 def load_cupy_ops(ref: Path):
+    _cupy_compat()
     sys.path.insert(0, str(ref))
     import importlib
 

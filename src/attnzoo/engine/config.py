@@ -74,6 +74,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: Literal["none", "bf16", "fp16"] = "none"
     channels_last: bool = False
+    compile: bool = False  # torch.compile the model for training and evaluation (inductor)
     loss: Literal["ce", "bce", "asl"] = "ce"
     loss_options: dict = field(default_factory=dict)  # asl: gamma_pos, gamma_neg, clip, eps, ...
     label_smoothing: float = 0.0

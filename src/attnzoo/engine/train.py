@@ -106,6 +106,8 @@ def _train(cfg: Config, resume, quiet, dist: DistInfo) -> dict:
     model.to(device)
     if cfg.train.channels_last:
         model.to(memory_format=torch.channels_last)
+    if cfg.train.compile:  # in place: state-dict keys unchanged, copies (EMA) stay eager
+        model.compile()
 
     train_loader = build_loader(bundle.train, bundle, cfg.data, train=True, seed=cfg.train.seed,
                                 rank=dist.rank, world_size=dist.world_size)
