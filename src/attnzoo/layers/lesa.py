@@ -58,7 +58,6 @@ import torch.utils.checkpoint as checkpoint
 from torch import nn
 
 from ..errors import UserError, choices_hint
-from .factory import ATTNZOO_BLOCKS
 from .lesa_flat import FlatAttention, no_autocast, promote, skew, unskew, update_running_stats
 
 PE_TYPES = ("classification", "detection_qr")
@@ -535,6 +534,3 @@ class LESA(nn.Module):
 def lesa_block(channels: int, **kwargs) -> LESA:
     """`create_block('lesa', C, fmap_size=..., ...)`: a LESA block mapping C -> C channels."""
     return LESA(channels, channels, **kwargs)
-
-
-ATTNZOO_BLOCKS["lesa"] = lesa_block
