@@ -298,6 +298,8 @@ class LESA(nn.Module):
     Shapes: (N, in_planes, H, W) with (H, W) == fmap_size -> (N, out_planes, H // stride, W // stride).
     """
 
+    attention_kind = "global"  # for attnzoo.analysis: attention_weights gives the binary term's
+
     def __init__(self, in_planes: int, out_planes: int | None = None, fmap_size=14, stride: int = 1,
                  groups: int = 8, pe_type: str = "classification", df_channel_shrink=(2,),
                  df_kernel_size=(1, 1), df_group=(1, 1), with_cp: bool = False, impl: str = "lean"):
