@@ -39,7 +39,7 @@ import torchvision.models.resnet as tv_resnet
 from torch import nn
 
 from ..errors import UserError, choices_hint
-from ..layers.factory import block_names, get_attn, get_block
+from ..layers.factory import block_names, get_attn
 from . import _resnet
 from ._registry import check_registered
 
@@ -195,8 +195,9 @@ def split_model_name(name) -> tuple[str, str | None]:
     `add_attention` puts into it; a plain name -> (name, None). UserError for an unknown part."""
     host, plus, block = name.partition("+") if isinstance(name, str) else (name, "", "")
     check_registered(host)
-    if plus and get_block(block) is None:
-        raise UserError(f"model '{name}': name a block after '+'; {choices_hint(block, block_names())}")
+    if plus and block not in block_names():
+        raise UserError(f"model '{name}': '{block}' after '+' is not an attention block; "
+                        f"{choices_hint(block, block_names())}")
     return host, block if plus else None
 
 
