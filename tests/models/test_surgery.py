@@ -90,7 +90,7 @@ def test_every_family_takes_the_block_at_the_papers_position(host):
         assert torch.equal(seen["attn"], seen["norm"])
 
 
-@pytest.mark.parametrize("host", ["tv_resnet18", "regnetx_002", "convnext_atto", "resnet20_cifar"])
+@pytest.mark.parametrize("host", list(HOSTS))
 def test_host_weights_load_strictly_and_the_new_keys_are_reported(host):
     host_state = _host(host, seed=1).state_dict()
     model, report = add_attention(_host(host), "lsas_se", order=2, stages=[2])
@@ -133,6 +133,23 @@ def test_beside_keeps_the_host_gate_and_gate_replaces_it():
     model, report = add_attention(timm.create_model("regnety_002", num_classes=4), "sb", position="gate")
     assert len(report.replaced) == 13 and report.modules[0] == "s1.b1.se"
     model.eval()(torch.randn(1, 3, 32, 32))
+
+
+@pytest.mark.parametrize("block", ["basic", "bottleneck"])
+def test_beside_an_open_block_leaves_a_timm_se_resnet_unchanged(block):
+    from timm.models.resnet import BasicBlock
+
+    torch.manual_seed(0)
+    host = TimmResNet(BasicBlock if block == "basic" else TimmBottleneck, [1, 1, 1, 1], num_classes=4,
+                      block_args=dict(attn_layer="se")).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        reference = host(x)
+    model, report = add_attention(host, "se", position="beside", stages=[1, 4])
+    assert report.modules == ["layer1.0.attn", "layer4.0.attn"]
+    _force_open(model, report)
+    with torch.no_grad():
+        assert torch.equal(model(x), reference)
 
 
 def test_timm_attn_layer_takes_get_attn():

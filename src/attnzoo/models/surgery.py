@@ -51,22 +51,13 @@ POSITIONS = ("end", "beside", "gate")
 class TorchvisionBasicBlock(tv_resnet.BasicBlock):
     """torchvision's BasicBlock with `attn` after bn2, before the addition."""
 
-    def forward(self, x):
-        shortcut = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.attn(self.bn2(self.conv2(out)))
-        return self.relu(out + shortcut)
+    forward = _resnet.BasicBlock.forward  # the same submodule names as attnzoo's block
 
 
 class TorchvisionBottleneck(tv_resnet.Bottleneck):
     """torchvision's Bottleneck with `attn` after bn3, before the addition."""
 
-    def forward(self, x):
-        shortcut = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.attn(self.bn3(self.conv3(out)))
-        return self.relu(out + shortcut)
+    forward = _resnet.Bottleneck.forward  # the same submodule names as attnzoo's block
 
 
 class TimmBasicBlock(timm_resnet.BasicBlock):
