@@ -115,6 +115,8 @@ def test_state_dict_round_trip_and_copies_keep_the_block():
     with torch.no_grad():
         assert torch.equal(twin(x), model(x)) and torch.equal(clone(x), model(x))
     assert clone.layer4[0].attn is not model.layer4[0].attn
+    _, again = add_attention(model, "se", stages=[4])  # a second block takes the first's place
+    assert again.replaced == ["layer4.0.attn", "layer4.1.attn"] and isinstance(model.layer4[0].attn, SE)
 
 
 def test_beside_keeps_the_host_gate_and_gate_replaces_it():

@@ -31,6 +31,7 @@ state-dict keys). Host weights therefore load as before: only the block's keys a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import timm.models.convnext as timm_convnext
 import timm.models.regnet as timm_regnet
@@ -126,7 +127,7 @@ class Family:
     """
     name: str
     blocks: tuple
-    channels: object                 # block -> channels at the papers' position
+    channels: Callable[[nn.Module], int]  # block -> channels at the papers' position
     subclass: dict = field(default_factory=dict)
     end_slot: str | None = None
     beside: dict = field(default_factory=dict)
@@ -210,7 +211,7 @@ class Insertion:
 
 
 def _block_label(name) -> str:
-    return name if isinstance(name, str) else getattr(name, "__name__", type(name).__name__)
+    return name if isinstance(name, str) else getattr(name, "__name__", "custom block")
 
 
 def _switch(block: nn.Module, subclass: type) -> None:
@@ -232,9 +233,10 @@ def _place(family: Family, block: nn.Module, make, position: str) -> tuple[str, 
         position = "end"
     new = make(family.channels(block))
     if family.end_slot is None:  # no own slot there: the subclass reads `attn`
+        replaced = isinstance(getattr(block, "attn", None), nn.Module)  # inserted before
         _switch(block, family.subclass[base])
         block.attn = new
-        return "attn", False
+        return "attn", replaced
     old = getattr(block, family.end_slot)
     empty = old is None or isinstance(old, nn.Identity)
     if position == "beside" and not empty:
