@@ -102,7 +102,7 @@ def cost_against_host(measured: dict, host: dict) -> dict:
 
 
 def format_cost(cost: dict) -> str:
-    """'+85.50K params (+0.8%), +80.13K MACs (+0.2%)[, train img/s 0.95x, infer img/s 0.97x]'."""
+    """'+85.50K params (+0.77%), +80.13K MACs (+0.22%)[, train img/s 0.95x, infer img/s 0.97x]'."""
     def signed(n):
         return ("+" if n >= 0 else "") + human(n)
 
