@@ -91,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="constructor option, e.g. --kwarg attn=lsas_se")
 
     p = sub.add_parser("bench", help="train/inference img/s, peak memory, params, FLOPs")
-    p.add_argument("--models", required=True, type=_csv, help="comma-separated model names")
+    p.add_argument("--models", required=True, type=_csv, help="comma-separated model names; "
+                   "host+block inserts a block, e.g. resnet18,resnet18+lsas_se")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--img-size", type=int)
     p.add_argument("--device", default="cpu")
@@ -102,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="train several models with one recipe and seeds; "
                        "mean ± std table, JSON and plot")
     _add_run_options(p)
-    p.add_argument("--models", required=True, type=_csv, help="comma-separated model names")
+    p.add_argument("--models", required=True, type=_csv, help="comma-separated model names; "
+                   "host+block inserts a block, e.g. resnet18,resnet18+lsas_se")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
     p.add_argument("--analyze", action="store_true", help="add attention-bias columns")
     p.add_argument("--name", help="comparison folder name under the out dir")

@@ -145,23 +145,45 @@ def test_ida_class_spatial_attention():
     assert torch.allclose(maps, ref / ref.flatten(1).amax(1)[:, None, None], atol=1e-5)
 
 
-def test_recording_convention():
-    class Conventional(nn.Module):
-        record_attention = False
+def test_any_module_with_attention_kind_and_attention_weights_is_recorded():
+    class Uniform(nn.Module):
         attention_kind = "global"
 
-        def forward(self, x):
+        def attention_weights(self, x):
             n, c, h, w = x.shape
-            if self.record_attention:
-                self.last_attention = torch.full((n, 1, h * w, h * w), 1.0 / (h * w))
+            return torch.full((n, 1, h * w, h * w), 1.0 / (h * w))
+
+        def forward(self, x):
             return x
 
-    net = Toy(Conventional())
-    rec = AttentionRecorder(net)
-    with rec, torch.no_grad():
-        net(torch.randn(2, 3, 8, 8))
-    assert net.block.record_attention is False
-    assert rec.records["block"]["kind"] == "global" and rec.records["block"]["tensors"][0].shape == (2, 1, 16, 16)
+    net = Toy(Uniform())
+    with AttentionRecorder(net) as rec, torch.no_grad():
+        net(torch.randn(6, 3, 8, 8))
+    assert rec.records["block"]["kind"] == "global"
+    assert rec.records["block"]["tensors"][0].shape == (4, 1, 16, 16)  # MAX_SPATIAL_SAMPLES images
+
+
+def test_blocks_inserted_by_add_attention_are_found():
+    import torchvision
+
+    from attnzoo import add_attention
+
+    torch.manual_seed(0)
+    net, report = add_attention(torchvision.models.resnet18(num_classes=3), "lsas_se", stages=[3, 4])
+    net.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with AttentionRecorder(net) as rec, torch.no_grad():
+        net(x)
+    assert sorted(rec.records) == sorted(report.modules) == ["layer3.0.attn", "layer3.1.attn",
+                                                             "layer4.0.attn", "layer4.1.attn"]
+    gates = {n: r["tensors"][0] for n, r in rec.records.items()}
+    summary = summarize_gates(gates, torch.tensor([0, 1]), 3)
+    assert list(summary["stages"]) == ["layer3", "layer4"] and summary["stages"]["layer4"]["modules"] == 2
+    inp = {}
+    net.layer4[1].attn.register_forward_pre_hook(lambda m, a: inp.setdefault("x", a[0]))
+    with torch.no_grad():
+        net(x)
+        assert torch.allclose(net.layer4[1].attn(inp["x"]), inp["x"] * gates["layer4.1.attn"][:, :, None, None])
 
 
 @pytest.mark.parametrize("pixel", [(4, 0), (0, -1), ("a", 1)])

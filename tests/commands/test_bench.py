@@ -70,6 +70,7 @@ def test_isolated_errors_come_back_as_user_errors(tmp_path, monkeypatch):
 @pytest.mark.parametrize("kwargs, match", [
     ({"models": []}, "at least one model"),
     ({"models": ["resnet20_cifarr"]}, "unknown model 'resnet20_cifarr'"),
+    ({"models": ["resnet20_cifar+sbb"]}, "'sbb' after '\\+' is not an attention block; did you mean sb"),
     ({"models": ["resnet20_cifar"], "batch_size": 0}, "batch_size must be at least 1"),
     ({"models": ["resnet20_cifar"], "steps": 0}, "steps must be at least 1"),
     ({"models": ["resnet20_cifar"], "warmup": -1}, "warmup must be at least 0"),
@@ -84,3 +85,15 @@ def test_bad_input(kwargs, match):
         pytest.skip("a CUDA device is present")
     with pytest.raises(UserError, match=match):
         benchmark(**kwargs)
+
+
+def test_inserted_blocks_are_measured_against_the_bare_host():
+    rows = benchmark(["resnet_cifar+se"], batch_size=4, img_size=16, steps=1, warmup=0,
+                     model_kwargs={"depth": 8}, isolate=False)
+    assert [r["model"] for r in rows] == ["resnet_cifar", "resnet_cifar+se"]  # the host is added
+    host, row = rows
+    ins = row["inserted"]
+    assert ins["host"] == "resnet_cifar" and ins["block"] == "se" and "inserted" not in host
+    assert ins["params"] == row["params"] - host["params"] > 0
+    assert ins["train_img_per_s_ratio"] == row["train_img_per_s"] / host["train_img_per_s"]
+    assert "- resnet_cifar+se: +" in format_table(rows) and "train img/s" in format_table(rows)

@@ -141,6 +141,7 @@ def test_bias_columns_join_the_table(tmp_path):
     ([], [0], "at least one model"),
     (["resnet20_cifar", "resnet20_cifar"], [0], "named twice"),
     (["resnet20_cifarx"], [0], "unknown model 'resnet20_cifarx'"),
+    (["resnet20_cifar+lsas"], [0], "'lsas' after .* is not an attention block; did you mean"),
     (["resnet20_cifar"], [], "at least one seed"),
     (["resnet20_cifar"], [0, 0], "seed is given twice"),
     (["resnet20_cifar"], ["a"], "seeds must be integers"),
@@ -172,3 +173,50 @@ def test_real_tiny_comparison_with_the_training_engine(tmp_path):
         assert 0 <= agg["bias.energy_in_box"]["mean"] <= 1
         assert (tmp_path / "runs" / f"{model}-s0" / "analysis" / "bias_columns.json").is_file()
     assert "| bias position_bias_rate |" in (tmp_path / "comparison.md").read_text()
+
+
+def test_host_and_block_rows_name_each_column(tmp_path):
+    _write_runs(tmp_path, {"resnet18": [_summary(80, 60)], "resnet18+lsas_se": [_summary(81, 62)]})
+    res = _compare(["resnet18", "resnet18+lsas_se"], [0], _base(), tmp_path, train_fn=_never_called)
+    assert res["hosts"] == {"resnet18": {"host": "resnet18", "block": None},
+                            "resnet18+lsas_se": {"host": "resnet18", "block": "lsas_se"}}
+    lines = (tmp_path / "comparison.md").read_text().splitlines()
+    at = lines.index("| metric | resnet18 | resnet18+lsas_se |")
+    assert lines[at + 2:at + 4] == ["| host | resnet18 | resnet18 |", "| inserted block | - | lsas_se |"]
+    # without inserted blocks the table has no such rows
+    _write_runs(tmp_path / "plain", {"resnet18": [_summary(80, 60)]})
+    _compare(["resnet18"], [0], _base(), tmp_path / "plain", train_fn=_never_called)
+    assert "| host |" not in (tmp_path / "plain" / "comparison.md").read_text()
+
+
+def test_real_tiny_comparison_of_blocks_on_one_host(tmp_path):
+    """resnet_cifar (depth 8) with and without SE, and the recipe's own model.attn: trained and
+    rebuilt from their best checkpoints with the inserted blocks."""
+    from attnzoo.engine.checkpoint import load_model
+    from attnzoo.layers import LSAS, SE
+
+    base = tiny_config(tmp_path / "unused", schedule={"epochs": 1}, name="tiny_recipe")
+    res = _compare(["resnet_cifar", "resnet_cifar+se"], [0], base, tmp_path)
+    assert res["aggregate"]["resnet_cifar+se"]["params"]["mean"] > res["aggregate"]["resnet_cifar"]["params"]["mean"]
+    model, _ = load_model(tmp_path / "runs" / "resnet_cifar+se-s0" / "checkpoints" / "best.safetensors")
+    assert sum(isinstance(m, SE) for m in model.modules()) == 3
+
+    attn = tiny_config(tmp_path / "unused", schedule={"epochs": 1}, name="attn_recipe",
+                       model={"attn": "lsas_se", "attn_kwargs": {"order": 2, "reduction": 4},
+                              "attn_stages": [3]})
+    res = _compare(["resnet_cifar"], [0], attn, tmp_path / "attn")
+    assert res["hosts"]["resnet_cifar"] == {"host": "resnet_cifar", "block": "lsas_se"}
+    model, _ = load_model(tmp_path / "attn" / "runs" / "resnet_cifar-s0" / "checkpoints" / "best.safetensors")
+    gates = [n for n, m in model.named_modules() if isinstance(m, LSAS)]
+    assert gates == ["layer3.0.attn"] and model.layer3[0].attn.order == 2
+
+
+@pytest.mark.parametrize("model, match", [
+    ({"attn": "lsas"}, "unknown attention block 'lsas'"),
+    ({"attn_kwargs": {"order": 2}}, "model.attn_kwargs is set but model.attn names no block"),
+    ({"name": "resnet18+se", "attn": "sb"}, "either the 'host\\+block' name or model.attn"),
+    ({"attn": "se", "attn_position": "middle"}, "model.attn_position: 'middle' is not valid"),
+])
+def test_attention_keys_of_the_config_are_checked(model, match):
+    with pytest.raises(UserError, match=match):
+        config_from_dict({"model": model})

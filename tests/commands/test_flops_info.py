@@ -159,3 +159,16 @@ def test_san_operators_are_counted():
 
     out = count_flops(Agg(), (2, 4, 6, 6))
     assert out["macs"] == 2 * 4 * 9 * 6 * 6 and out["uncounted_ops"] == []
+
+
+def test_model_info_shows_the_cost_of_inserted_blocks():
+    info = model_info("resnet20_cifar+lsas_se", num_classes=4)
+    bare = model_info("resnet20_cifar", num_classes=4)
+    ins = info["inserted"]
+    assert ins["host"] == "resnet20_cifar" and ins["block"] == "lsas_se"
+    assert ins["params"] == info["params"] - bare["params"] > 0
+    assert ins["macs"] == info["macs"] - bare["macs"] > 0
+    assert abs(ins["params_pct"] - 100 * ins["params"] / bare["params"]) < 1e-9
+    assert f"inserted lsas_se against the bare resnet20_cifar: +{ins['params'] / 1e3:.2f}K params" \
+        in format_info(info)
+    assert "inserted" not in bare

@@ -1,26 +1,22 @@
 """Each family's own attention, recorded during a forward pass without touching the layers.
 
-`AttentionRecorder(model)` finds the attention modules of a network and records, per module name,
-what the module attends with:
+`AttentionRecorder(model)` finds the attention modules of a network, wherever they sit (built in
+or put in by `attnzoo.add_attention`), and records, per module name, what the module attends
+with. A module takes part by having a class attribute `attention_kind` and a method
+`attention_weights(x)` that computes its attention from its input x, as every attnzoo block has:
 
-- channel gates (kind "channel", (N, C)): SE (`attnzoo.layers.se.SE`, σ of its logit), LSAS
-  (its full gate σ(z)·σ(s1)…σ(sk)), the SB seed's BatchNorm SE (σ(A(x))), Shift-and-Balance
-  (the shift λ·A(x), which is added, not multiplied) and timm's gated modules (SE, ECA, CBAM
-  channel gate: the output of their `gate` activation);
-- SAN's local attention weights (kind "local", `SAM.attention_weights`), LESA's global
-  attention of the binary branch (kind "global", recomputed from the block's parameters), both
-  for the first `MAX_SPATIAL_SAMPLES` images of a batch; IDA's class-specific spatial attention
-  (kind "class_spatial", `InterventionalClassifier.attention_maps`);
-- any module following the recording convention: a module with a boolean attribute
-  `record_attention` that, when True, stores its last attention tensor in `last_attention`
-  and names its kind in `attention_kind`:
-    "channel"        (N, C)                 channel gate
-    "local"          (N, G, k*k, H*W)       local attention weights (SAN), `kernel_size` = k
-    "global"         (N, heads, H*W, H*W)   global self-attention (LESA's binary branch)
-    "class_spatial"  (N, [heads,] K, H*W)   class-specific spatial attention (IDA)
+    kind             attention_weights(x)      blocks
+    "channel"        (N, C)                    SE, LSAS (the full gate σ(z)·σ(s1)…σ(sk)), the SB
+                                               seed's BatchNorm SE, Shift-and-Balance (the shift
+                                               λ·A(x), which is added, not multiplied)
+    "local"          (N, G, k*k, H*W)          SAN's `SAM` (`kernel_size` = k)
+    "global"         (N, heads, H*W, H*W)      LESA's binary branch
+    "class_spatial"  (N, heads, K, H*W)        IDA's `InterventionalClassifier`
 
-Recorded tensors are detached and on the CPU. Gates are recomputed from the module's input with
-the module's own methods (one extra evaluation of a small MLP per block).
+timm's gated modules (SE, ECA, CBAM channel gate) are recorded from the output of their `gate`
+activation instead. Local and global attention are kept for the first `MAX_SPATIAL_SAMPLES`
+images of a batch. Recorded tensors are detached and on the CPU; gates are recomputed from the
+module's input (one extra evaluation of a small MLP per block).
 """
 from __future__ import annotations
 
@@ -28,6 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..models.surgery import stage_of
 
 KINDS = ("channel", "local", "global", "class_spatial")
 
@@ -35,24 +32,8 @@ KINDS = ("channel", "local", "global", "class_spatial")
 MAX_SPATIAL_SAMPLES = 4  # local / global attention is recorded for the first few images only
 
 
-def _adapter(module: nn.Module):
-    """(kind, x -> attention tensor) for the attention modules we know, else None."""
-    name = type(module).__name__
-    if name == "LSAS" and hasattr(module, "gate"):
-        return "channel", lambda x: module.gate(x).flatten(1)
-    if name == "SE" and hasattr(module, "logit"):
-        return "channel", lambda x: torch.sigmoid(module.logit(x)).flatten(1)
-    if name == "BNSqueezeExcite" and hasattr(module, "attention"):
-        return "channel", lambda x: module.attention(x)
-    if name == "ShiftBalance" and hasattr(module, "attention"):
-        return "channel", lambda x: module.lam * module.attention(x)
-    if name == "SAM" and hasattr(module, "attention_weights"):  # SAN: (N, C/s, k*k, Ho*Wo)
-        return "local", lambda x: module.attention_weights(x[:MAX_SPATIAL_SAMPLES])
-    if name == "LESA" and hasattr(module, "attention_weights"):  # (N, heads, HW, HW)
-        return "global", lambda x: module.attention_weights(x[:MAX_SPATIAL_SAMPLES])
-    if name == "InterventionalClassifier" and hasattr(module, "attention_maps"):  # IDA
-        return "class_spatial", lambda x: module.attention_maps(x).flatten(-2)  # (N, heads, K, HW)
-    return None
+def _records_itself(module: nn.Module) -> bool:
+    return getattr(type(module), "attention_kind", None) in KINDS and hasattr(module, "attention_weights")
 
 
 def _timm_gate(module: nn.Module):
@@ -61,14 +42,6 @@ def _timm_gate(module: nn.Module):
         return None
     gate = getattr(module, "gate", None)
     return gate if isinstance(gate, nn.Module) else None
-
-
-def stage_of(name: str) -> str:
-    """Module name -> its stage: 'layer2.3.attn' -> 'layer2', 'stages.1.blocks.0.se' -> 'stages.1'."""
-    parts = name.split(".")
-    if len(parts) > 1 and not parts[0][-1:].isdigit() and parts[1].isdigit():
-        return ".".join(parts[:2])
-    return parts[0]
 
 
 class AttentionRecorder:
@@ -85,20 +58,13 @@ class AttentionRecorder:
         self.active = True  # hooks record only while True
         self.kinds = KINDS  # and only these kinds
         self._handles = []
-        self._conventional = []
         for name, module in model.named_modules():
-            if hasattr(module, "record_attention"):
-                self._conventional.append((name, module))
-                continue
-            adapter = _adapter(module)
-            if adapter is not None:
-                self._handles.append(module.register_forward_pre_hook(self._pre_hook(name, module, *adapter)))
+            if _records_itself(module):
+                self._handles.append(module.register_forward_pre_hook(self._pre_hook(name, module)))
                 continue
             gate = _timm_gate(module)
             if gate is not None:
                 self._handles.append(gate.register_forward_hook(self._gate_hook(name)))
-        for name, module in self._conventional:
-            self._handles.append(module.register_forward_hook(self._conv_hook(name)))
 
     @property
     def found(self) -> bool:
@@ -111,13 +77,17 @@ class AttentionRecorder:
         rec = self.records.setdefault(name, {"kind": kind, "tensors": [], **extra})
         rec["tensors"].append(tensor.detach().float().cpu())
 
-    def _pre_hook(self, name, module, kind, fn):
+    def _pre_hook(self, name, module):
+        kind = type(module).attention_kind
+
         def hook(mod, args):
             if not self._wanted(kind) or not args or not torch.is_tensor(args[0]):
                 return
             x = args[0]
+            if kind in ("local", "global"):
+                x = x[:MAX_SPATIAL_SAMPLES]
             with torch.no_grad():
-                att = fn(x)
+                att = module.attention_weights(x)
             extra = {"in_hw": tuple(x.shape[-2:]) if x.ndim == 4 else None}
             if kind == "local":
                 extra["kernel_size"] = int(module.kernel_size)
@@ -136,37 +106,12 @@ class AttentionRecorder:
                 self._add(name, "channel", output.flatten(1))
         return hook
 
-    def _conv_hook(self, name):
-        def hook(mod, args, output):
-            att = getattr(mod, "last_attention", None)
-            mod.last_attention = None
-            kind = getattr(mod, "attention_kind", "channel")
-            if att is None or not self._wanted(kind):
-                return
-            if kind not in KINDS:
-                raise UserError(f"module {name}: attention_kind '{kind}' is not one of {', '.join(KINDS)}")
-            x = args[0] if args and torch.is_tensor(args[0]) else None
-            extra = {"in_hw": tuple(x.shape[-2:]) if x is not None and x.ndim == 4 else None,
-                     "out_hw": tuple(output.shape[-2:]) if torch.is_tensor(output) and output.ndim == 4 else None}
-            if kind == "local":
-                extra["kernel_size"] = int(getattr(mod, "kernel_size", round(att.shape[2] ** 0.5)))
-            if kind in ("local", "global"):
-                att = att[:MAX_SPATIAL_SAMPLES]
-            self._add(name, kind, att.flatten(1) if kind == "channel" else att, **extra)
-        return hook
-
     def __enter__(self):
-        for _, module in self._conventional:
-            module.record_attention = True
         return self
 
     def __exit__(self, *exc):
         for h in self._handles:
             h.remove()
-        for _, module in self._conventional:
-            module.record_attention = False
-            if hasattr(module, "last_attention"):
-                module.last_attention = None
         return False
 
     def clear(self):

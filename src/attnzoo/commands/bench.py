@@ -17,7 +17,10 @@ For each model, on random inputs of one batch size:
     benchmarked in a fresh Python process by default (`isolate=True`; a few seconds of start-up
     each; the model's registering module is imported there, so models registered in an
     importable module of the caller work too).
-- params and MACs per image (`attnzoo.engine.flops.count_flops`, at the benched size).
+- params and MACs per image (`attnzoo.engine.flops.count_flops`, at the benched size);
+- for a 'host+block' model (a block put in by `attnzoo.add_attention`), `inserted`: what the
+  blocks cost against the bare host, which is benchmarked too (added before it when not listed):
+  params and MACs added, train and inference img/s as ratios to the host's.
 
 Timing: `warmup` untimed iterations, then `steps` timed ones, with CUDA synchronised around them.
 """
@@ -33,7 +36,8 @@ import torch
 from ..engine.device import resolve_device
 from ..engine.flops import count_flops, human
 from ..errors import UserError
-from .info import default_img_size
+from ..models.surgery import split_model_name
+from .info import cost_against_host, default_img_size, format_cost
 
 _MIB = 2 ** 20
 
@@ -270,14 +274,12 @@ def benchmark(models: list[str], batch_size: int = 32, img_size: int | None = No
     """Benchmark each network in `models` (same batch, size and device); one dict per model.
 
     Keys: model, device, batch_size, img_size, num_classes, params, macs (per image),
-    train_img_per_s, infer_img_per_s, train_peak_mem_mb, infer_peak_mem_mb, steps, warmup, mem_note.
+    train_img_per_s, infer_img_per_s, train_peak_mem_mb, infer_peak_mem_mb, steps, warmup, mem_note,
+    and `inserted` for 'host+block' models (module docstring), whose bare host gets a row too.
     `model_kwargs` go to every model's constructor. `img_size=None`: each model's own size.
     `isolate`: run each model in a fresh subprocess (default: on CPU, where memory is measured
     from the resident set; see the module docstring).
     """
-    from .. import create_model  # noqa: F401  (registers the networks)
-    import timm
-
     if not models:
         raise UserError("bench: give at least one model, e.g. --models resnet20_cifar,resnet56_cifar")
     for key, value in (("batch_size", batch_size), ("steps", steps)):
@@ -287,13 +289,12 @@ def benchmark(models: list[str], batch_size: int = 32, img_size: int | None = No
         raise UserError(f"warmup must be at least 0, got {warmup}")
     if img_size is not None and img_size < 1:
         raise UserError(f"img_size must be at least 1, got {img_size}")
-    for name in models:  # every name is checked before any time is spent
-        if not timm.is_model(name):
-            from .. import ATTNZOO_MODELS
-            from ..errors import choices_hint
-
-            raise UserError(f"unknown model '{name}'; {choices_hint(name, ATTNZOO_MODELS)} "
-                            "(or any name in timm.list_models())")
+    listed, models = list(models), []
+    for name in listed:  # every name is checked before any time is spent
+        host, block = split_model_name(name)
+        if block and host not in listed and host not in models:
+            models.append(host)  # the bare host the blocks are measured against
+        models.append(name)
     dev = resolve_device(device)
     if isolate is None:
         isolate = dev.type == "cpu"
@@ -301,6 +302,12 @@ def benchmark(models: list[str], batch_size: int = 32, img_size: int | None = No
     for name in models:
         args = (name, batch_size, img_size, str(dev), steps, warmup, model_kwargs)
         rows.append(_bench_isolated(args) if isolate else bench_one(*args))
+    measured = {r["model"]: r for r in rows}
+    for row in rows:
+        host, block = split_model_name(row["model"])
+        if block:
+            row["inserted"] = {"host": host, "block": block,
+                               **cost_against_host(row, measured[host])}
     return rows
 
 
@@ -319,4 +326,8 @@ def format_table(rows: list[dict]) -> str:
         lines.append(f"| {r['model']} | {r['img_size']} | {human(r['params'])} | {human(r['macs'])} | "
                      f"{r['train_img_per_s']:.1f} | {r['infer_img_per_s']:.1f} | "
                      f"{r['train_peak_mem_mb']:.1f} | {r['infer_peak_mem_mb']:.1f} |")
+    inserted = [r for r in rows if r.get("inserted")]
+    if inserted:
+        lines += ["", "Inserted blocks against the bare host:", ""]
+        lines += [f"- {r['model']}: {format_cost(r['inserted'])}" for r in inserted]
     return "\n".join(lines)

@@ -1,14 +1,18 @@
 """`attnzoo compare`: train several networks with one recipe over several seeds, then tabulate.
 
 For every model and seed the base config is copied with `model.name`, `train.seed`, the run name
-`<model>-s<seed>` and `out_dir = <out_dir>/runs` changed, and trained. A run whose folder already
-holds a `summary.json` is not trained again (an interrupted comparison resumes; an interrupted
-run resumes from its `last.pt`). Then `<out_dir>` gets
+`<model>-s<seed>` and `out_dir = <out_dir>/runs` changed, and trained. A model named
+'host+block' (e.g. `resnet18+lsas_se`, any block of `attnzoo.layers.block_names()`) is the
+network `host` with `block` put in by `attnzoo.add_attention`, so
+`--models resnet18,resnet18+lsas_se,resnet18+sb` compares blocks on one host. A run whose folder
+already holds a `summary.json` is not trained again (an interrupted comparison resumes; an
+interrupted run resumes from its `last.pt`). Then `<out_dir>` gets
 
 - `comparison.json`: every run's metrics and, per model, mean, std (sample, n-1), n and values
   of every numeric metric over the seeds;
 - `comparison.md`: one row per metric, one column per model (mean ± std), and, when the recipe
   has a `paper:` section, a paper column next to the recipe's own model;
+  when blocks are inserted, two first rows name each column's host and block;
 - `comparison.png`: bar charts with std error bars.
 
 With `analyze=True`, `attnzoo.analysis.bias_columns` is run on each run's best checkpoint and its
@@ -29,6 +33,7 @@ from ..engine.config import Config, config_to_dict, validate
 from ..engine.flops import human
 from ..engine.train import TrainingDiverged, train
 from ..errors import UserError
+from ..models.surgery import split_model_name
 
 # Summary keys (besides the best/final metrics) that the comparison tabulates, in table order.
 COST_KEYS = ("params", "macs", "train_img_per_s", "wall_time_s")
@@ -171,6 +176,11 @@ def format_comparison(result: dict) -> str:
              "that selected the best checkpoint; MACs are multiply-adds for one image.", "",
              "| metric | " + " | ".join(c[2] for c in columns) + " |",
              "|---|" + "---:|" * len(columns)]
+    hosts = result.get("hosts") or {}
+    if any(h["block"] for h in hosts.values()):  # the same host with different blocks
+        for row, key in (("host", "host"), ("inserted block", "block")):
+            cells = [(hosts[m][key] or "-") if kind == "model" else "" for kind, m, _ in columns]
+            lines.append(f"| {row} | " + " | ".join(cells) + " |")
     for key in order:
         cells = [(_fmt_paper(p_rows[key]) if key in p_rows else "") if kind == "paper"
                  else _fmt(key, agg.get(model, {}).get(key)) for kind, model, _ in columns]
@@ -251,6 +261,16 @@ def _bias_for_run(cfg: Config, device: str) -> dict:
     return cols
 
 
+def hosts_and_blocks(models: list[str], base: Config) -> dict:
+    """{model: {"host", "block"}}: the network each column builds and the block inserted into it
+    ('host+block' names, or the recipe's model.attn; None when none is)."""
+    out = {}
+    for model in models:
+        host, block = split_model_name(model)
+        out[model] = {"host": host, "block": block or base.model.attn}
+    return out
+
+
 def run_config(base: Config, model: str, seed: int, out_dir: Path) -> Config:
     """The config of one run of a comparison (see the module docstring)."""
     cfg = copy.deepcopy(base)
@@ -263,20 +283,13 @@ def run_config(base: Config, model: str, seed: int, out_dir: Path) -> Config:
 
 
 def _check_inputs(models, seeds) -> tuple[list[str], list[int]]:
-    import timm
-
-    from .. import ATTNZOO_MODELS
-    from ..errors import choices_hint
-
     models = [m.strip() for m in models if m and m.strip()]
     if not models:
         raise UserError("compare: give at least one model, e.g. --models resnet20_cifar,resnet56_cifar")
     if len(set(models)) != len(models):
         raise UserError(f"compare: a model is named twice in {', '.join(models)}")
     for name in models:
-        if not timm.is_model(name):
-            raise UserError(f"unknown model '{name}'; {choices_hint(name, ATTNZOO_MODELS)} "
-                            "(or any name in timm.list_models())")
+        split_model_name(name)
     seeds = list(seeds)
     if not seeds:
         raise UserError("compare: give at least one seed")
@@ -292,7 +305,8 @@ def compare(models: list[str], seeds: list[int], base: Config, out_dir: Path, an
     """Train every model with every seed on the recipe `base`, then write the comparison files.
 
     Args:
-        models: network names (attnzoo's or timm's); checked before anything is trained.
+        models: network names (attnzoo's or timm's, or 'host+block'); checked before anything
+            is trained.
         seeds: integer seeds; every model is trained once per seed.
         base: the recipe; its `model.kwargs` go to every model, its `paper:` section is shown
             next to `base.model.name`'s column.
@@ -342,7 +356,8 @@ def compare(models: list[str], seeds: list[int], base: Config, out_dir: Path, an
                          "metrics": flat_metrics(summary, bias)})
 
     result = {
-        "models": models, "seeds": seeds, "recipe": base.name, "recipe_model": base.model.name,
+        "models": models, "hosts": hosts_and_blocks(models, base), "seeds": seeds,
+        "recipe": base.name, "recipe_model": base.model.name,
         "paper": dict(base.paper or {}), "primary_split": primary, "analyze": analyze,
         "base_config": config_to_dict(base), "runs": runs, "failed": failed,
         "aggregate": aggregate(runs),

@@ -3,6 +3,9 @@
 The input size defaults to the model's own: its timm `pretrained_cfg["input_size"]` when it has
 one, 32 px for CIFAR networks (names ending in `_cifar`), else 224 px. MACs are counted by
 `attnzoo.engine.flops.count_flops` (custom operators included, see there) for one image.
+
+For a 'host+block' name (a block put in by `attnzoo.add_attention`) the bare host is built too
+and `inserted` gives what the blocks add: params and MACs, absolute and as a share of the host's.
 """
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from torch import nn
 
 from ..engine.flops import count_flops, human
 from ..errors import UserError
+from ..models.surgery import split_model_name
 
 # Top-level containers whose children are the stages (timm: `stages`, `blocks`, `layers`, `features`).
 _STAGE_CONTAINERS = ("stages", "layers", "blocks", "features")
@@ -21,7 +25,7 @@ def default_img_size(name: str, model: nn.Module | None = None) -> int:
     size = cfg.get("input_size") if isinstance(cfg, dict) else None
     if size:
         return int(size[-1])
-    return 32 if name.endswith("_cifar") else 224
+    return 32 if name.partition("+")[0].endswith("_cifar") else 224
 
 
 def _stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -74,8 +78,39 @@ def model_info(name: str, img_size: int | None = None, num_classes: int | None =
         in_chans = int(cfg["input_size"][0])
     in_chans = int(kwargs.get("in_chans", in_chans))
     input_size = (1, in_chans, img_size, img_size)
+    info = {"name": name, **describe(model, input_size)}
+    host, block = split_model_name(name)
+    if block:
+        bare = create_model(host, **kwargs)
+        host_cost = {"params": sum(p.numel() for p in bare.parameters()),
+                     "macs": count_flops(bare, input_size)["macs"]}
+        info["inserted"] = {"host": host, "block": block, **cost_against_host(info, host_cost)}
+    return info
 
-    return {"name": name, **describe(model, input_size)}
+
+def cost_against_host(measured: dict, host: dict) -> dict:
+    """What inserted blocks add to the bare host: params and MACs added (and in % of the host's),
+    and the ratio of each throughput (img/s) both dicts have."""
+    out = {}
+    for key in ("params", "macs"):
+        out[key] = measured[key] - host[key]
+        out[f"{key}_pct"] = 100.0 * out[key] / host[key] if host[key] else float("nan")
+    for key in ("train_img_per_s", "infer_img_per_s"):
+        if key in measured and key in host:
+            out[f"{key}_ratio"] = measured[key] / host[key]
+    return out
+
+
+def format_cost(cost: dict) -> str:
+    """'+85.50K params (+0.77%), +80.13K MACs (+0.22%)[, train img/s 0.95x, infer img/s 0.97x]'."""
+    def signed(n):
+        return ("+" if n >= 0 else "") + human(n)
+
+    parts = [f"{signed(cost[k])} {label} ({cost[k + '_pct']:+.2f}%)"
+             for k, label in (("params", "params"), ("macs", "MACs"))]
+    parts += [f"{phase} img/s {cost[f'{phase}_img_per_s_ratio']:.2f}x" for phase in ("train", "infer")
+              if f"{phase}_img_per_s_ratio" in cost]
+    return ", ".join(parts)
 
 
 def describe(model: nn.Module, input_size) -> dict:
@@ -139,6 +174,9 @@ def format_info(info: dict) -> str:
     ]
     if info.get("uncounted_ops"):
         lines.append("not counted (no FLOP formula): " + ", ".join(info["uncounted_ops"]))
+    if info.get("inserted"):
+        ins = info["inserted"]
+        lines.append(f"inserted {ins['block']} against the bare {ins['host']}: {format_cost(ins)}")
     header = ("stage", "type", "output shape", "params", "MACs")
     table = [header] + [(r["name"], r["type"], _fmt_shape(r["output_shape"])
                          + (f" x{r['calls']} calls" if r.get("calls", 0) > 1 else ""),

@@ -25,6 +25,24 @@ class ModelConfig:
     kwargs: dict = field(default_factory=dict)  # constructor options: attn, attn_kwargs, depth, ...
     checkpoint: Optional[str] = None  # initial weights (safetensors or attnzoo .pt), loaded strictly
     pretrained: Optional[str] = None  # backbone weights from a local timm/torchvision file
+    # A block put into any network after it is built (attnzoo.add_attention), timm's included;
+    # model.kwargs.attn instead builds an attnzoo network with its own block.
+    attn: Optional[str] = None  # block name, see attnzoo.layers.block_names()
+    attn_kwargs: dict = field(default_factory=dict)  # the block's options, e.g. {order: 2}
+    attn_stages: Optional[list] = None  # 1-based stages that get it (None: all)
+    attn_position: Literal["end", "beside", "gate"] = "end"  # see attnzoo.models.surgery
+
+
+def insert_attention(model, m: ModelConfig):
+    """`model` with the block `m.attn` inserted by `attnzoo.add_attention` (unchanged without one)."""
+    from ..layers.factory import get_block
+    from ..models.surgery import add_attention
+
+    if get_block(m.attn) is None:  # None, '' or 'none'
+        return model
+
+    return add_attention(model, m.attn, stages=m.attn_stages, position=m.attn_position,
+                         **m.attn_kwargs)[0]
 
 
 @dataclass
@@ -257,5 +275,19 @@ def validate(cfg: Config) -> None:
         raise UserError(f"train.label_smoothing must be in [0, 1), got {cfg.train.label_smoothing}")
     if cfg.schedule.name == "multistep" and not cfg.schedule.milestones:
         raise UserError("schedule.milestones: the multistep schedule needs epochs, e.g. [81, 122]")
+    _validate_attention(cfg.model)
     if not cfg.name or "/" in cfg.name or cfg.name in (".", ".."):
         raise UserError(f"name '{cfg.name}': a run name is one folder name, without '/'")
+
+
+def _validate_attention(m: ModelConfig) -> None:
+    from ..layers.factory import get_block
+
+    if get_block(m.attn) is None:  # UserError for an unknown name
+        extra = [k for k in ("attn_kwargs", "attn_stages") if getattr(m, k)]
+        if extra:
+            raise UserError(f"model.{extra[0]} is set but model.attn names no block")
+        return
+    if "+" in m.name:
+        raise UserError(f"model.name '{m.name}' already names a block; use either the "
+                        "'host+block' name or model.attn, not both")

@@ -21,7 +21,7 @@ from ..data import build_data, build_loader, skipped_images
 from ..errors import UserError
 from ..models import ATTNZOO_MODELS
 from . import checkpoint as ckpt
-from .config import Config, config_to_dict, save_config
+from .config import Config, config_to_dict, insert_attention, save_config
 from .device import resolve_device
 from .distributed import DistInfo, broadcast_flag, cleanup, init_distributed
 from .evaluate import autocast, evaluate
@@ -58,7 +58,7 @@ def build_model(cfg: Config, num_classes: int) -> nn.Module:
             kwargs["pretrained"] = str(path)
         else:  # timm's own loader reads a local file through the pretrained_cfg overlay
             kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(path)})
-    model = create_model(cfg.model.name, **kwargs)
+    model = insert_attention(create_model(cfg.model.name, **kwargs), cfg.model)
     if cfg.model.checkpoint:
         state, _ = ckpt.read_weights(Path(cfg.model.checkpoint))
         ckpt.load_state_strict(model, state, f"model.checkpoint {cfg.model.checkpoint}")

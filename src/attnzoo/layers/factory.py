@@ -1,9 +1,11 @@
-"""Name -> attention block, so every attnzoo backbone takes `attn=<name>` and `attn_kwargs`.
+"""Name -> attention block, so every attnzoo backbone takes `attn=<name>` and `attn_kwargs`, and
+`get_attn(name, **kwargs)` gives timm's networks the same blocks as `attn_layer` / `se_layer`.
 
 attnzoo's own blocks come first (channel attention: `se` the LSAS seed's SE; `lsas_se`,
 `lsas_eca`, `lsas_cbam` LSAS sub-attention of `order` 0-5 on SE / ECA / CBAM's channel gate;
-`sb` Shift-and-Balance; `se_bn` the SB seed's SE with BatchNorm); any other name is handed to
-`timm.layers.create_attn` (eca, cbam, gc, ...). A block is built as
+`sb` Shift-and-Balance; `se_bn` the SB seed's SE with BatchNorm; `lesa` LESA with C -> C
+channels, which needs `fmap_size`, the side of the feature map it sees); the names of
+`TIMM_BLOCKS` are handed to `timm.layers.get_attn` (eca, cbam, gc, ...). A block is built as
 `Block(channels, **attn_kwargs)` and maps (N, C, H, W) -> (N, C, H, W).
 """
 from functools import partial
@@ -12,11 +14,12 @@ import timm.layers
 from torch import nn
 
 from ..errors import UserError, choices_hint
+from .lesa import lesa_block
 from .lsas import LSAS
 from .se import SE
 from .shift_balance import BNSqueezeExcite, ShiftBalance
 
-# attnzoo blocks, filled by the family modules: name -> callable(channels, **kwargs) -> nn.Module
+# attnzoo blocks: name -> callable(channels, **kwargs) -> nn.Module
 ATTNZOO_BLOCKS: dict = {
     "se": SE,
     "lsas_se": partial(LSAS, attn="se"),
@@ -24,6 +27,7 @@ ATTNZOO_BLOCKS: dict = {
     "lsas_cbam": partial(LSAS, attn="cbam"),
     "sb": ShiftBalance,
     "se_bn": BNSqueezeExcite,
+    "lesa": lesa_block,
 }
 
 TIMM_BLOCKS = ("ese", "eca", "ecam", "ceca", "ge", "gc", "gca", "cbam", "lcbam", "coord", "scoord")
@@ -57,6 +61,17 @@ def create_block(name, channels: int, **kwargs) -> nn.Module | None:
         raise UserError(f"attention block '{name}': {e}") from None
 
 
-def block_factory(name, **kwargs):
-    """A `channels -> module` callable for networks that build one block per stage, or None."""
-    return None if get_block(name) is None else partial(create_block, name, **kwargs)
+def _placed_block(name, kwargs: dict, channels: int, device=None, dtype=None) -> nn.Module:
+    """`create_block`, then moved to `device` / `dtype`, which timm's blocks pass to attn_layer."""
+    block = create_block(name, channels, **kwargs)
+    return block.to(device=device, dtype=dtype) if device is not None or dtype is not None else block
+
+
+def get_attn(name, **kwargs):
+    """A `channels -> nn.Module` callable building the block `name` with `kwargs` (None for no
+    attention), for any network that takes one: attnzoo's `attn=`, timm's `attn_layer=` /
+    `se_layer=`, `add_attention`. The name is checked now, the options when a block is built."""
+    return None if get_block(name) is None else partial(_placed_block, name, kwargs)
+
+
+block_factory = get_attn  # the name attnzoo's backbones import

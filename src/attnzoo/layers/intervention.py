@@ -96,6 +96,8 @@ class InterventionalClassifier(nn.Module):
     Input (N, D, H, W) -> logits (N, C).
     """
 
+    attention_kind = "class_spatial"  # for attnzoo.analysis: see attention_weights
+
     def __init__(self, in_features: int, num_classes: int, num_heads: int = 4, heavy: bool = True,
                  beta: float = 1.0 / 32, ffn_dim: int = 2048, logit_norm: str = "per_head",
                  token_layout: str = "head"):
@@ -139,6 +141,10 @@ class InterventionalClassifier(nn.Module):
         """Class-specific spatial attention of every head: (N, D, H, W) -> (N, heads, C, H, W)."""
         n, _, h, w = x.shape
         return self._pool(x)[1].reshape(n, self.num_heads, self.num_classes, h, w)
+
+    def attention_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """`attention_maps` with the positions flattened: (N, D, H, W) -> (N, heads, C, H*W)."""
+        return self.attention_maps(x).flatten(-2)
 
     def _check(self, x: torch.Tensor) -> None:
         if x.ndim != 4 or x.shape[1] != self.in_features:

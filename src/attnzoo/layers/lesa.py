@@ -58,7 +58,6 @@ import torch.utils.checkpoint as checkpoint
 from torch import nn
 
 from ..errors import UserError, choices_hint
-from .factory import ATTNZOO_BLOCKS
 from .lesa_flat import FlatAttention, no_autocast, promote, skew, unskew, update_running_stats
 
 PE_TYPES = ("classification", "detection_qr")
@@ -299,6 +298,8 @@ class LESA(nn.Module):
     Shapes: (N, in_planes, H, W) with (H, W) == fmap_size -> (N, out_planes, H // stride, W // stride).
     """
 
+    attention_kind = "global"  # for attnzoo.analysis: attention_weights gives the binary term's
+
     def __init__(self, in_planes: int, out_planes: int | None = None, fmap_size=14, stride: int = 1,
                  groups: int = 8, pe_type: str = "classification", df_channel_shrink=(2,),
                  df_kernel_size=(1, 1), df_group=(1, 1), with_cp: bool = False, impl: str = "lean"):
@@ -535,6 +536,3 @@ class LESA(nn.Module):
 def lesa_block(channels: int, **kwargs) -> LESA:
     """`create_block('lesa', C, fmap_size=..., ...)`: a LESA block mapping C -> C channels."""
     return LESA(channels, channels, **kwargs)
-
-
-ATTNZOO_BLOCKS["lesa"] = lesa_block

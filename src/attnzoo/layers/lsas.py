@@ -70,6 +70,8 @@ class LSAS(nn.Module):
     Shapes: (N, C, H, W) -> (N, C, H, W).
     """
 
+    attention_kind = "channel"  # for attnzoo.analysis: attention_weights gives the full gate
+
     def __init__(self, channels: int, attn: str = "se", order: int = 1, w_init: float = 0.5,
                  b_init: float = -0.5, **attn_kwargs):
         super().__init__()
@@ -125,6 +127,10 @@ class LSAS(nn.Module):
             s = self.sub_logits(z.flatten(1))                         # (k, N, C)
             g = g * torch.sigmoid(s).prod(0)[:, :, None, None]
         return g
+
+    def attention_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> the full gate, (N, C)."""
+        return self.gate(x).flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x * self.gate(x)

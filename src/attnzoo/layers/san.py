@@ -46,6 +46,8 @@ class SAM(nn.Module):
     out_planes/share_planes weight channels.
     """
 
+    attention_kind = "local"  # for attnzoo.analysis: attention_weights gives the local weights
+
     def __init__(self, sa_type, in_planes: int, rel_planes: int, out_planes: int, share_planes: int,
                  kernel_size: int = 3, stride: int = 1, dilation: int = 1, backend: str = "auto"):
         super().__init__()

@@ -49,6 +49,8 @@ class SE(nn.Module):
     Shapes: (N, C, H, W) -> (N, C, H, W).
     """
 
+    attention_kind = "channel"  # for attnzoo.analysis: attention_weights gives the gate
+
     def __init__(self, channels: int, reduction: float = 16, rd_channels=None, rounding: str = "round"):
         super().__init__()
         rd = hidden_channels(channels, reduction, rd_channels, rounding)
@@ -61,6 +63,10 @@ class SE(nn.Module):
         z = x.mean((2, 3))                      # (N, C)
         z = self.fc2(self.relu(self.fc1(z)))    # (N, rd) -> (N, C)
         return z[:, :, None, None]              # (N, C, 1, 1)
+
+    def attention_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> the gate σ(z), (N, C)."""
+        return torch.sigmoid(self.logit(x)).flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * torch.sigmoid(self.logit(x))

@@ -44,6 +44,8 @@ def _activation(name: str) -> nn.Module:
 class _PooledMLP(nn.Module):
     """mean_hw -> fc1 -> BN1d -> relu -> fc2 -> BN1d -> act; (N, C, H, W) -> (N, C)."""
 
+    attention_kind = "channel"  # for attnzoo.analysis: see attention_weights
+
     def __init__(self, channels: int, ratio: float, activation: str, init_std, what: str):
         super().__init__()
         if not ratio > 0:
@@ -85,9 +87,12 @@ class ShiftBalance(_PooledMLP):
         super().__init__(channels, ratio, activation, init_std, "Shift-and-Balance")
         self.lam = nn.Parameter(torch.randn(1, channels))   # λ, per channel
 
+    def attention_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> the shift λ·A(x) added to every position, (N, C)."""
+        return self.lam * self.attention(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shift = self.lam * self.attention(x)            # (N, C)
-        return x + shift[:, :, None, None]
+        return x + self.attention_weights(x)[:, :, None, None]
 
 
 class BNSqueezeExcite(_PooledMLP):
@@ -103,6 +108,10 @@ class BNSqueezeExcite(_PooledMLP):
 
     def __init__(self, channels: int, ratio: float = 0.5, init_std=0.02):
         super().__init__(channels, ratio, "sigmoid", init_std, "SE (BatchNorm)")
+
+    def attention_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> the gate σ(A(x)), (N, C)."""
+        return self.attention(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.attention(x)[:, :, None, None]

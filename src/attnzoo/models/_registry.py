@@ -4,6 +4,7 @@
 `attnzoo.list_models()` lists attnzoo's networks and `timm.create_model(name)` builds them once
 `attnzoo` is imported.
 """
+import timm
 from timm.models import register_model
 
 ATTNZOO_MODELS: set[str] = set()
@@ -35,3 +36,18 @@ def no_pretrained(name: str, pretrained) -> None:
             f"{name}: attnzoo downloads no weights; load a local file instead "
             "(`--set model.checkpoint=PATH`, or `attnzoo convert` for official checkpoints)"
         )
+
+
+def check_registered(name, what: str = "model") -> None:
+    """UserError naming the closest registered names unless `name` is a registered network
+    (attnzoo's or timm's); `what` names its role in the message (model, backbone)."""
+    if isinstance(name, str) and timm.is_model(name):
+        return
+    import difflib
+
+    from ..errors import UserError
+
+    close = difflib.get_close_matches(str(name), timm.list_models(), n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise UserError(f"unknown {what} '{name}'; {hint}valid: attnzoo's networks "
+                    "(`attnzoo models` lists them) or any name in timm.list_models()")

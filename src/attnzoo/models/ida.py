@@ -34,7 +34,7 @@ from torch import nn
 from ..errors import UserError
 from ..weights import describe_mismatch, read_state_dict, state_mismatch
 from ..layers.intervention import InterventionalClassifier
-from ._registry import ATTNZOO_MODELS, TIMM_ONLY_KWARGS, register
+from ._registry import ATTNZOO_MODELS, TIMM_ONLY_KWARGS, check_registered, register
 
 HEADS = ("ida", "linear")
 
@@ -72,11 +72,7 @@ def load_backbone_weights(backbone: nn.Module, path, name: str) -> None:
 
 def create_backbone(name: str, **kwargs) -> nn.Module:
     """A classifier-less timm or attnzoo network whose `forward_features` gives the feature map."""
-    if not isinstance(name, str) or not timm.is_model(name):
-        from ..errors import choices_hint
-
-        raise UserError(f"unknown backbone '{name}'; {choices_hint(name, timm.list_models('resnet*'))} "
-                        "(or any name in timm.list_models() or attnzoo.list_models())")
+    check_registered(name, "backbone")
     if name.startswith(("ida", "mlc_baseline")):
         raise UserError(f"backbone '{name}' is itself a multi-label network; name a feature extractor")
     try:
