@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
-from .memory import BoxList, InMemoryDataset
+from .memory import InMemoryDataset, Ragged
 
 SHAPES = ("disc", "square", "triangle", "cross", "ring", "bars", "diamond", "frame", "x_shape", "half_disc")
 CONTEXTS = ("h_stripes", "v_stripes", "diag_stripes", "antidiag_stripes", "checkerboard", "dots",
@@ -292,8 +292,8 @@ def generate_single(n: int, img_size: int, split: str, seed: int = 0, context_bi
         boxes[sl, 0] = _draw_objects(img, labels[sl], cx[sl], cy[sl], po, bg_mean, active)
         images[sl] = _finish(img, g)
     ones = torch.ones(n, dtype=torch.long)
-    return InMemoryDataset(images, labels, BoxList(boxes, ones), ctx, name=f"synthetic/{split}",
-                           box_labels=BoxList(labels[:, None], ones))
+    return InMemoryDataset(images, labels, Ragged.from_padded(boxes, ones), ctx, name=f"synthetic/{split}",
+                           box_labels=Ragged(labels, ones))
 
 
 # -------------------------------------------------------------------------------------- multi label
@@ -367,8 +367,8 @@ def generate_multilabel(n: int, img_size: int, split: str, seed: int = 0, contex
             img[on] = sub
         images[sl] = _finish(img, g)
     targets = present.float()
-    return InMemoryDataset(images, targets, BoxList(boxes, counts), ctx, name=f"synthetic_multilabel/{split}",
-                           box_labels=BoxList(cls, counts))
+    return InMemoryDataset(images, targets, Ragged.from_padded(boxes, counts), ctx, name=f"synthetic_multilabel/{split}",
+                           box_labels=Ragged.from_padded(cls, counts))
 
 
 # ------------------------------------------------------------------------------------------ bundle
