@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import attnzoo
-from attnzoo.analysis import bias_columns, run_analysis
+from attnzoo.analysis import AnalysisOptions, bias_columns, run_analysis
 from attnzoo.data import build_data
 from attnzoo.data.bundle import DataBundle
 from attnzoo.data.memory import InMemoryDataset
@@ -68,9 +68,9 @@ def test_overrides_and_bad_input(tmp_path):
     res = run_analysis(ckpt, out_dir=tmp_path / "o", data_overrides={"options": {"num_test": 6}},
                        methods=("eigencam",), split="test_swapped", num_samples=4, num_figures=0)
     assert res["split"] == "test_swapped" and res["num_images"] == 4
+    options = AnalysisOptions(methods=("eigencam",), split="test_swapped", num_samples=4, num_figures=0)
     plain = run_analysis(ckpt, out_dir=tmp_path / "p", data_overrides={"options": {"num_test": 6}},
-                         methods=("eigencam",), split="test_swapped", num_samples=4, num_figures=0,
-                         channels_last=False)
+                         options=options, channels_last=False)  # keywords replace the options' fields
     a, b = res["bias"]["eigencam"]["all"], plain["bias"]["eigencam"]["all"]
     assert a["energy_in_box"] == pytest.approx(b["energy_in_box"], abs=1e-5) and a["iou"] == pytest.approx(b["iou"], abs=1e-4)
     with pytest.raises(UserError, match=r"pixel \(9, 0\) is outside the 8x8 feature map"):
@@ -79,6 +79,8 @@ def test_overrides_and_bad_input(tmp_path):
         run_analysis(ckpt, out_dir=tmp_path / "o", split="val")
     with pytest.raises(UserError, match="unknown attention-map method"):
         run_analysis(ckpt, out_dir=tmp_path / "o", methods=("gradcam++",))
+    with pytest.raises(TypeError, match="num_sample"):
+        run_analysis(ckpt, out_dir=tmp_path / "o", num_sample=3)
 
 
 def test_bias_columns_and_dataset_without_boxes():
