@@ -107,5 +107,6 @@ def test_top1_top5_and_loss_equal_their_definition(c):
     m = evaluate(torch.nn.Identity(), loader, torch.device("cpu"), multilabel=False)
     hits = logits.topk(min(5, c), dim=1).indices.eq(target[:, None])
     expected = {"loss": torch.nn.functional.cross_entropy(logits.double(), target).item(),
-                "top1": 100 * logits.argmax(1).eq(target).double().mean().item(), "top5": 100 * hits.any(1).double().mean().item()}
+                "top1": 100 * logits.argmax(1).eq(target).double().mean().item(),
+                "top5": 100 * hits.any(1).double().mean().item()}
     assert m == pytest.approx(expected, rel=1e-6)

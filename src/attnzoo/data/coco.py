@@ -21,8 +21,9 @@ pipeline. Cutout (`data.cutout`, `data.cutout_holes`) is applied by the loader t
 images (3, S, S) in [0, 1] (the loader normalises) and float multi-hot targets (80,).
 
 Mistakes a user can make raise `UserError` with one line: no root, a missing or unparsable
-annotation file, a file that is not in COCO's instances format, images named in the annotations
-but missing from the image folder, train and val files with different categories.
+annotation file, a file that is not in COCO's instances format (also one nested too deep, or with a
+size or box that is not a finite number), images named in the annotations but missing from the
+image folder, train and val files with different categories.
 """
 from __future__ import annotations
 
@@ -154,8 +155,6 @@ def check_images(folder: Path, names: list, source: Path) -> None:
                         f"{folder} (first: {missing[0]}); copy the complete image folder")
 
 
-# ----------------------------------------------------------------------------------- COCO
-
 def pixel_size(value, what: str) -> int:
     """A width or height from an annotation file as an int; ValueError naming it unless it is a
     finite number >= 0 (1e999 parses as infinity)."""
@@ -164,6 +163,8 @@ def pixel_size(value, what: str) -> int:
         raise ValueError(f"{what} {value} is not a finite number of pixels")
     return int(number)
 
+
+# ----------------------------------------------------------------------------------- COCO
 
 def read_coco(path: Path) -> dict:
     """Parse and check one instances_*.json: {'images': [(file_name, w, h)], 'categories':

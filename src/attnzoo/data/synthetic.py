@@ -366,8 +366,8 @@ def generate_multilabel(n: int, img_size: int, split: str, seed: int = 0, contex
             img[on] = sub
         images[sl] = _finish(img, g)
     targets = present.float()
-    return InMemoryDataset(images, targets, Ragged.from_padded(boxes, counts), ctx, name=f"synthetic_multilabel/{split}",
-                           box_labels=Ragged.from_padded(cls, counts))
+    return InMemoryDataset(images, targets, Ragged.from_padded(boxes, counts), ctx,
+                           name=f"synthetic_multilabel/{split}", box_labels=Ragged.from_padded(cls, counts))
 
 
 # ------------------------------------------------------------------------------------------ bundle

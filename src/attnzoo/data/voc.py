@@ -19,8 +19,8 @@ xmin - 1), `dataset.box_labels[i]` (K,), `dataset.box_difficult[i]` (K,) bool,
 `dataset.image_sizes[i]` (width, height). Transforms, augmentation and options as in
 `attnzoo.data.coco` (default 448 px).
 
-A missing file, an XML that does not parse, an unknown class name, or an image id without its
-XML or JPEG raise `UserError` with one line.
+A missing file, an XML that does not parse, a size or box that is not a finite number, an unknown
+class name, or an image id without its XML or JPEG raise `UserError` with one line.
 """
 from __future__ import annotations
 
