@@ -85,18 +85,18 @@ def _channels_last(model) -> bool:
 
 def _batches(dataset, bundle, num: int, batch_size: int, device, workers: int = 0):
     """(indices (B,), normalised images (B, C, S, S) on `device`, targets) over the first `num`
-    samples, read by training's evaluation loader (channels-last when the model is)."""
+    samples, read by training's evaluation loader."""
     from ..data import build_loader
     from ..engine.config import DataConfig
 
     # augment "none": in-memory boxes are in stored pixels, so no evaluation center crop
-    cfg = DataConfig(eval_batch_size=batch_size, workers=workers, augment="none")
+    cfg = DataConfig(eval_batch_size=max(1, min(batch_size, num)), workers=workers, augment="none")
     loader = build_loader(dataset, bundle, cfg, train=False, seed=0, device=device)
-    start = 0
+    start, skipped = 0, loader.skipped_images  # earlier loaders' count, e.g. training's
     for images, targets in loader:
-        if loader.skipped_images:
-            raise UserError(f"{loader.skipped_images} unreadable image(s) in {getattr(dataset, 'name', '')}: "
-                            "the analysis matches boxes and figures to images by position; remove them")
+        if loader.skipped_images > skipped:
+            raise UserError(f"unreadable image(s) in {getattr(dataset, 'name', '')}: the analysis matches "
+                            "boxes and figures to images by position; remove them")
         images, targets = images[:num - start], targets[:num - start]
         yield torch.arange(start, start + len(images)), images.to(device), targets
         start += len(images)
