@@ -12,7 +12,6 @@ float32, on the same random input. Writes JSON with parameter counts and the max
 """
 import argparse
 import contextlib
-import importlib
 import io
 import json
 import sys
@@ -20,29 +19,11 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from attnzoo.convert import lsas as convert_lsas  # noqa: E402
-from attnzoo.convert import sb as convert_sb  # noqa: E402
-from attnzoo.models import senet_cifar, senet_imagenet, vgg_cifar  # noqa: E402
-
-
-def randomise(model: nn.Module, seed: int) -> None:
-    """Non-trivial eval behaviour: random BN statistics/affine and sub-attention parameters."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-        for name, p in model.named_parameters():
-            leaf = name.rsplit(".", 1)[-1]
-            if leaf in ("w", "b", "w2", "b2", "w3", "b3", "w4", "b4", "w5", "b5", "lambd"):
-                p.copy_(torch.randn(p.shape, generator=g) * 0.5 + (0.5 if leaf.startswith("w") else 0))
+from _common import load_module, randomise
+from attnzoo.convert import lsas as convert_lsas
+from attnzoo.convert import sb as convert_sb
+from attnzoo.models import senet_cifar, senet_imagenet, vgg_cifar
 
 
 def count(model):
@@ -62,13 +43,6 @@ def compare(theirs, ours, converter, name, x, seed=0):
     return {"params_official": count(theirs), "params_attnzoo": count(ours),
             "params_equal": count(theirs) == count(ours), "input": list(x.shape),
             "max_abs_diff": (a - b).abs().max().item(), "max_abs_output": a.abs().max().item()}
-
-
-def load_module(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def lsas_cases(ref: Path):

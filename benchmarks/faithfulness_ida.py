@@ -19,9 +19,7 @@ files `models/classifier.py`, `models/loss/aslloss.py` and `utils/metric.py` are
 Writes a JSON with every max abs difference (target < 1e-5).
 """
 import argparse
-import importlib.util
 import json
-import re
 import sys
 import tempfile
 import time
@@ -35,14 +33,13 @@ from torch import nn
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-import attnzoo  # noqa: E402
-from attnzoo.convert import ida as convert_ida  # noqa: E402
-from attnzoo.engine.losses import AsymmetricLoss  # noqa: E402
-from attnzoo.engine.multilabel_metrics import multilabel_metrics  # noqa: E402
-from attnzoo.layers.intervention import InterventionalClassifier  # noqa: E402
-from attnzoo.models import ida as _ida_models  # noqa: E402,F401  (registers the IDA networks)
+import attnzoo
+from _common import load_module, randomise
+from attnzoo.convert import ida as convert_ida
+from attnzoo.engine.losses import AsymmetricLoss
+from attnzoo.engine.multilabel_metrics import multilabel_metrics
+from attnzoo.layers.intervention import InterventionalClassifier
+from attnzoo.models import ida as _ida_models  # noqa: F401  (registers the IDA networks)
 
 
 def load_reference(root: Path, rel: str, name: str):
@@ -52,34 +49,7 @@ def load_reference(root: Path, rel: str, name: str):
     if not path.exists():
         raise SystemExit(f"--reference {root}: {rel} not found under {base}")
     sys.modules.setdefault("turtle", types.SimpleNamespace(forward=None))  # an unused import there
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def randomise(module: nn.Module, seed: int) -> None:
-    """Random non-trivial values for every parameter and BatchNorm statistic."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in list(module.named_parameters()) + list(module.named_buffers()):
-            leaf = name.rsplit(".", 1)[-1]
-            if t.dtype not in (torch.float32, torch.float64):
-                continue
-            if leaf == "running_var":
-                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
-            elif leaf == "running_mean" or leaf == "bias":
-                t.copy_(torch.randn(t.shape, generator=g) * 0.1)
-            elif t.ndim == 1 and re.search(r"(bn3|downsample\.1)\.weight$", name):
-                # small last scale of every residual branch, as in trained ResNets: keeps the
-                # layer4 features O(1) instead of growing with depth (float32 round-off would
-                # otherwise be amplified by the attention softmax)
-                t.copy_(torch.rand(t.shape, generator=g) * 0.2 + 0.05)
-            elif t.ndim == 1:  # norm weights
-                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
-            else:
-                fan_in = t[0].numel()
-                t.copy_(torch.randn(t.shape, generator=g) / fan_in ** 0.5)
+    return load_module(path, name)
 
 
 def max_diff(a, b) -> float:

@@ -15,16 +15,13 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from attnzoo.layers.intervention import InterventionalClassifier  # noqa: E402
-from attnzoo.models.ida import create_backbone  # noqa: E402
+from attnzoo.layers.intervention import InterventionalClassifier
+from attnzoo.models.ida import create_backbone
 
 
 def sync(device):

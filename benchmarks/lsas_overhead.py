@@ -19,10 +19,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from attnzoo.layers.factory import create_block  # noqa: E402
-from attnzoo.models import senet_cifar  # noqa: E402
+from attnzoo.layers.factory import create_block
+from attnzoo.models import senet_cifar
 
 
 def make_step(model, x, y):

@@ -1,11 +1,9 @@
-"""Box readers (ImageNet LOC csv, VOC XML, COCO json), geometry and pixel masks."""
-import json
+"""ImageNet LOC csv boxes, box geometry and pixel masks (VOC and COCO: tests/data/test_coco_voc.py)."""
 
 import pytest
 import torch
 
-from attnzoo.analysis.boxes import (box_masks, dataset_boxes, read_coco_instances,
-                                    read_imagenet_loc_csv, read_voc_xml, resize_crop_boxes)
+from attnzoo.analysis.boxes import box_masks, dataset_boxes, read_imagenet_loc_csv, resize_crop_boxes
 from attnzoo.errors import UserError
 
 
@@ -31,42 +29,6 @@ def test_imagenet_loc_csv_malformed(tmp_path, text, match):
         read_imagenet_loc_csv(p)
     with pytest.raises(UserError, match="does not exist"):
         read_imagenet_loc_csv(tmp_path / "missing.csv")
-
-
-def test_voc_xml(tmp_path):
-    p = tmp_path / "000001.xml"
-    p.write_text("<annotation><size><width>353</width><height>500</height><depth>3</depth></size>"
-                 "<object><name>dog</name><difficult>0</difficult><bndbox><xmin>48</xmin><ymin>240</ymin>"
-                 "<xmax>195</xmax><ymax>371</ymax></bndbox></object>"
-                 "<object><name>person</name><difficult>1</difficult><bndbox><xmin>8</xmin><ymin>12</ymin>"
-                 "<xmax>352</xmax><ymax>498</ymax></bndbox></object></annotation>")
-    out = read_voc_xml(p)
-    assert out["size"] == (353, 500) and out["names"] == ["dog", "person"]
-    assert out["difficult"] == [False, True]
-    assert torch.equal(out["boxes"][0], torch.tensor([47.0, 239, 195, 371]))
-    (tmp_path / "bad.xml").write_text("<annotation><object>")
-    with pytest.raises(UserError, match="not valid XML"):
-        read_voc_xml(tmp_path / "bad.xml")
-    (tmp_path / "nobox.xml").write_text("<annotation><size><width>1</width><height>1</height></size>"
-                                        "<object><name>dog</name></object></annotation>")
-    with pytest.raises(UserError, match="bndbox"):
-        read_voc_xml(tmp_path / "nobox.xml")
-
-
-def test_coco_instances(tmp_path):
-    p = tmp_path / "instances_val2014.json"
-    p.write_text(json.dumps({
-        "images": [{"id": 7, "file_name": "a.jpg", "width": 640, "height": 480},
-                   {"id": 9, "file_name": "b.jpg", "width": 10, "height": 10}],
-        "annotations": [{"image_id": 7, "bbox": [10, 20, 30, 40], "category_id": 1},
-                        {"image_id": 7, "bbox": [0, 0, 5, 5], "category_id": 18}],
-        "categories": [{"id": 1, "name": "person"}, {"id": 18, "name": "dog"}]}))
-    out = read_coco_instances(p)
-    assert torch.equal(out[7]["boxes"], torch.tensor([[10.0, 20, 40, 60], [0, 0, 5, 5]]))
-    assert out[7]["category_ids"] == [1, 18] and out[9]["boxes"].shape == (0, 4)
-    p.write_text(json.dumps({"images": []}))
-    with pytest.raises(UserError, match="not a COCO instances file"):
-        read_coco_instances(p)
 
 
 def test_resize_and_center_crop():

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import attnzoo
-from attnzoo.analysis import bias_columns, run_analysis
+from attnzoo.analysis import AnalysisOptions, bias_columns, run_analysis
 from attnzoo.data import build_data
 from attnzoo.data.bundle import DataBundle
 from attnzoo.data.memory import InMemoryDataset
@@ -68,9 +68,9 @@ def test_overrides_and_bad_input(tmp_path):
     res = run_analysis(ckpt, out_dir=tmp_path / "o", data_overrides={"options": {"num_test": 6}},
                        methods=("eigencam",), split="test_swapped", num_samples=4, num_figures=0)
     assert res["split"] == "test_swapped" and res["num_images"] == 4
+    options = AnalysisOptions(methods=("eigencam",), split="test_swapped", num_samples=4, num_figures=0)
     plain = run_analysis(ckpt, out_dir=tmp_path / "p", data_overrides={"options": {"num_test": 6}},
-                         methods=("eigencam",), split="test_swapped", num_samples=4, num_figures=0,
-                         channels_last=False)
+                         options=options, channels_last=False)  # keywords replace the options' fields
     a, b = res["bias"]["eigencam"]["all"], plain["bias"]["eigencam"]["all"]
     assert a["energy_in_box"] == pytest.approx(b["energy_in_box"], abs=1e-5) and a["iou"] == pytest.approx(b["iou"], abs=1e-4)
     with pytest.raises(UserError, match=r"pixel \(9, 0\) is outside the 8x8 feature map"):
@@ -79,6 +79,8 @@ def test_overrides_and_bad_input(tmp_path):
         run_analysis(ckpt, out_dir=tmp_path / "o", split="val")
     with pytest.raises(UserError, match="unknown attention-map method"):
         run_analysis(ckpt, out_dir=tmp_path / "o", methods=("gradcam++",))
+    with pytest.raises(TypeError, match="num_sample"):
+        run_analysis(ckpt, out_dir=tmp_path / "o", num_sample=3)
 
 
 def test_bias_columns_and_dataset_without_boxes():
@@ -107,3 +109,25 @@ def test_ida_network_gets_its_own_class_attention_map(tmp_path):
     res = run_analysis(path, methods=("gradcam",), num_figures=2)
     assert res["family"]["class_spatial"] is True
     assert set(res["bias"]) == {"gradcam", "ida"} and res["bias"]["ida"]["all"]["n"] == 6
+
+
+def test_files_are_read_by_the_training_loader_and_unreadable_ones_refused(tmp_path):
+    from PIL import Image
+
+    from attnzoo.analysis.report import predict
+    from attnzoo.data.folder import ImageFolderDataset
+    from attnzoo.data.transforms import image_transform
+
+    Image.new("RGB", (20, 16), (200, 30, 30)).save(tmp_path / "a.png")
+    (tmp_path / "b.png").write_bytes(b"not a png")
+    samples = [(str(tmp_path / "a.png"), 0), (str(tmp_path / "b.png"), 1)]
+    ds = ImageFolderDataset(samples, ["x", "y"], image_transform("none", 16, False), "folder/val")
+    bundle = DataBundle(train=None, evals={"val": ds}, num_classes=2, multilabel=False, img_size=16)
+    torch.manual_seed(0)
+    model = attnzoo.create_model("resnet_cifar", depth=8, num_classes=2).eval()
+    scores, targets = predict(model, ds, bundle, num_samples=1)  # the readable image, normalised
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (bundle.mean, bundle.std))
+    x = (image_transform("none", 16, False)(Image.open(tmp_path / "a.png"))[None] - mean) / std
+    assert targets.tolist() == [0] and torch.allclose(scores, model(x), atol=1e-5)
+    with pytest.warns(RuntimeWarning, match="unreadable"), pytest.raises(UserError, match="unreadable image"):
+        predict(model, ds, bundle)

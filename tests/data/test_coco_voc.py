@@ -8,7 +8,8 @@ from PIL import Image
 
 from attnzoo.data import build_data, build_loader
 from attnzoo.data.coco import build as build_coco
-from attnzoo.data.voc import VOC_CLASSES
+from attnzoo.data.coco import read_coco
+from attnzoo.data.voc import VOC_CLASSES, read_voc_xml
 from attnzoo.data.voc import build as build_voc
 from attnzoo.engine.config import DataConfig
 from attnzoo.errors import UserError
@@ -164,3 +165,37 @@ def test_voc_errors(voc_root):
     (devkit / "ImageSets" / "Main" / "test.txt").unlink()
     with pytest.raises(UserError, match="test.txt not found .*VOCtest"):
         build_voc(cfg)
+
+
+def test_degenerate_annotation_files_end_in_one_line(coco_root, voc_root):
+    ann = coco_root / "annotations" / "instances_val2014.json"
+    ann.write_text("[" * 200_000 + "]" * 200_000)  # too deep for Python's JSON reader
+    with pytest.raises(UserError, match=r"instances_val2014.json nests its JSON deeper than Python can read"):
+        read_coco(ann)
+    for field, value in (("width", "1e999"), ("height", "-1")):
+        text = json.dumps({"images": [{"id": 3, "file_name": "a.jpg", "width": 16, "height": 12}],
+                           "annotations": [], "categories": [{"id": 1, "name": "a"}]})
+        ann.write_text(text.replace(f'"{field}": {16 if field == "width" else 12}', f'"{field}": {value}'))
+        with pytest.raises(UserError, match=rf"instances_val2014.json is not in COCO instances format \(image 3: "
+                                            rf"{field} {value.replace('1e999', 'inf')} is not a finite number"):
+            read_coco(ann)
+    ann.write_text(json.dumps({"images": [{"id": 3, "file_name": "a.jpg"}], "categories": [{"id": 1, "name": "a"}],
+                               "annotations": [{"id": 5, "image_id": 3, "category_id": 1, "bbox": [0, 0, 1, 2]}]})
+                   .replace("2]", "1e999]"))
+    with pytest.raises(UserError, match=r"annotation 5 has bbox \[0, 0, 1, inf\], not finite numbers"):
+        read_coco(ann)
+    xml = voc_root / "VOCdevkit" / "VOC2007" / "Annotations" / "000004.xml"
+    xml.write_text(voc_xml([], size=("1e999", 12)))
+    with pytest.raises(UserError, match=r"000004.xml is not in the VOC format \(width 1e999 is not a finite number"):
+        read_voc_xml(xml)
+    xml.write_text(voc_xml([("dog", False, (1, 1, "1e999", 2))]))
+    with pytest.raises(UserError, match=r"000004.xml is not in the VOC format \(a dog bndbox is not finite"):
+        read_voc_xml(xml)
+
+
+def test_voc_xml_reader(voc_root):
+    xml = voc_root / "VOCdevkit" / "VOC2007" / "Annotations" / "000005.xml"
+    out = read_voc_xml(xml)
+    c = VOC_CLASSES.index
+    assert out == {"size": (16, 12), "objects": [(c("chair"), False, (1.0, 2.0, 10.0, 12.0)),
+                                                 (c("person"), True, (0.0, 0.0, 4.0, 4.0))]}

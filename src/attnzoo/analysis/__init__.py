@@ -6,17 +6,16 @@ Entry points: `run_analysis(checkpoint, ...)` (what `attnzoo analyze` calls) and
 Definitions of every statistic: docs/analysis.md.
 """
 from .bias import CATEGORIES, DEFAULT_EPS, DEFAULT_THRESHOLDS, map_box_stats, summarize
-from .boxes import (attach_imagenet_boxes, box_masks, dataset_boxes, read_coco_instances,
-                    read_imagenet_loc_csv, read_voc_xml, resize_crop_boxes)
+from .boxes import attach_imagenet_boxes, box_masks, dataset_boxes, read_imagenet_loc_csv, resize_crop_boxes
 from .cam import CAM_METHODS, compute_cams, eigencam, gradcam, scorecam
 from .context import average_precision, contextual_bias, exclusive_cooccur, mean_ap
 from .family import AttentionRecorder, summarize_gates
-from .report import analyze_split, bias_columns, render_report, run_analysis
+from .report import AnalysisOptions, analyze_split, bias_columns, render_report, run_analysis
 
 __all__ = [
-    "CAM_METHODS", "CATEGORIES", "DEFAULT_EPS", "DEFAULT_THRESHOLDS", "AttentionRecorder",
+    "CAM_METHODS", "CATEGORIES", "DEFAULT_EPS", "DEFAULT_THRESHOLDS", "AnalysisOptions", "AttentionRecorder",
     "analyze_split", "attach_imagenet_boxes", "average_precision", "bias_columns", "box_masks",
     "compute_cams", "contextual_bias", "dataset_boxes", "eigencam", "exclusive_cooccur", "gradcam",
-    "map_box_stats", "mean_ap", "read_coco_instances", "read_imagenet_loc_csv", "read_voc_xml",
+    "map_box_stats", "mean_ap", "read_imagenet_loc_csv",
     "render_report", "resize_crop_boxes", "run_analysis", "scorecam", "summarize", "summarize_gates",
 ]

@@ -4,19 +4,17 @@ A box is (x0, y0, x1, y1) in pixels of the image it belongs to, x to the right, 
 (row i, column j) covers [j, j+1) x [i, i+1) and belongs to a box when its centre (j+0.5, i+0.5)
 lies inside [x0, x1) x [y0, y1).
 
-Readers (each returns plain Python / tensors and raises UserError with one line on a missing or
-malformed file):
+Readers and helpers (a reader raises UserError with one line on a missing or malformed file;
+VOC's and COCO's boxes are read once, by `attnzoo.data.voc` and `attnzoo.data.coco`, and come
+with their datasets):
 - `read_imagenet_loc_csv`: ImageNet `LOC_val_solution.csv` (`ImageId,PredictionString`, the
   string holding repeated `synset x0 y0 x1 y1`).
-- `read_voc_xml`: one PASCAL VOC annotation file (`<object><name>`, `<bndbox>`, 1-based pixels).
-- `read_coco_instances`: a COCO `instances_*.json` (`bbox` = [x, y, width, height]).
 - `dataset_boxes`: the boxes an attnzoo dataset carries (`.boxes`, `.box_labels` when present).
 - `attach_imagenet_boxes`: ImageNet validation boxes onto an image-folder split.
 """
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import torch
@@ -53,55 +51,6 @@ def read_imagenet_loc_csv(path) -> dict:
                 raise UserError(f"{path}:{line_no}: box coordinates are not numbers") from None
             out[row[0]] = (_boxes_tensor(rows), fields[0::5])
     return out
-
-
-def read_voc_xml(path) -> dict:
-    """{'size': (width, height), 'boxes': (K, 4) 0-based, 'names': [...], 'difficult': [...]}."""
-    import xml.etree.ElementTree as ET
-
-    path = Path(path)
-    try:
-        root = ET.parse(path).getroot()
-    except FileNotFoundError:
-        raise UserError(f"VOC annotation {path} does not exist (expected Annotations/<id>.xml)") from None
-    except ET.ParseError as e:
-        raise UserError(f"VOC annotation {path} is not valid XML ({e})") from None
-    try:
-        size = root.find("size")
-        wh = (int(float(size.find("width").text)), int(float(size.find("height").text)))
-        rows, names, difficult = [], [], []
-        for obj in root.iter("object"):
-            bb = obj.find("bndbox")
-            # VOC pixels are 1-based and inclusive: [xmin, xmax] -> [xmin - 1, xmax)
-            rows.append([float(bb.find("xmin").text) - 1, float(bb.find("ymin").text) - 1,
-                         float(bb.find("xmax").text), float(bb.find("ymax").text)])
-            names.append(obj.find("name").text.strip())
-            d = obj.find("difficult")
-            difficult.append(bool(int(d.text)) if d is not None and d.text else False)
-    except (AttributeError, TypeError, ValueError):
-        raise UserError(f"VOC annotation {path}: missing size, name or bndbox fields") from None
-    return {"size": wh, "boxes": _boxes_tensor(rows), "names": names, "difficult": difficult}
-
-
-def read_coco_instances(path) -> dict:
-    """{image id: {'file_name', 'size': (w, h), 'boxes': (K, 4), 'category_ids': [...]}}."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"COCO annotation file {path} does not exist; expected "
-                        "annotations/instances_<split>.json")
-    try:
-        data = json.loads(path.read_text())
-        images = {im["id"]: {"file_name": im["file_name"], "size": (im["width"], im["height"]),
-                             "rows": [], "category_ids": []} for im in data["images"]}
-        for ann in data["annotations"]:
-            x, y, w, h = ann["bbox"]
-            entry = images[ann["image_id"]]
-            entry["rows"].append([x, y, x + w, y + h])
-            entry["category_ids"].append(ann["category_id"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        raise UserError(f"{path}: not a COCO instances file ({type(e).__name__}: {e})") from None
-    return {k: {"file_name": v["file_name"], "size": v["size"], "boxes": _boxes_tensor(v["rows"]),
-                "category_ids": v["category_ids"]} for k, v in images.items()}
 
 
 def resize_crop_boxes(boxes: torch.Tensor, size_wh, resize: int | None, crop: int | None) -> torch.Tensor:

@@ -17,24 +17,7 @@ from __future__ import annotations
 
 import torch
 
-
-def average_precision(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """AP per column of scores/targets (N, K) (non-interpolated, as in VOC >= 2010 / sklearn);
-    NaN for columns without positives."""
-    scores, targets = scores.float(), targets.float()
-    order = scores.argsort(dim=0, descending=True)
-    t = targets.gather(0, order)
-    tp = t.cumsum(0)
-    precision = tp / torch.arange(1, t.shape[0] + 1, dtype=torch.float32)[:, None]
-    npos = t.sum(0)
-    ap = (precision * t).sum(0) / npos.clamp_min(1)
-    return torch.where(npos > 0, ap, torch.full_like(ap, float("nan")))
-
-
-def mean_ap(scores: torch.Tensor, targets: torch.Tensor) -> float:
-    ap = average_precision(scores, targets)
-    ap = ap[~ap.isnan()]
-    return 100 * float(ap.mean()) if ap.numel() else float("nan")
+from ..engine.multilabel_metrics import average_precision, mean_ap
 
 
 def biased_pairs(train_targets: torch.Tensor, num_pairs: int = 20) -> list[tuple[int, int, float]]:

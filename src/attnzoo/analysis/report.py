@@ -44,18 +44,36 @@ DEFINITIONS = {
 }
 
 
+@dataclasses.dataclass
+class AnalysisOptions:
+    """What `run_analysis` computes; the flags of `attnzoo analyze`.
+
+    methods: CAM methods (gradcam, eigencam, scorecam); IDA's class attention is added when the
+    network has it. num_samples: images of the analysed split (0: all); also caps the other splits.
+    split: the analysed eval split (default: the first, `test` for the synthetic sets).
+    thresholds, eps: see docs/analysis.md. target: 'pred' or 'label' (single-label).
+    pixels: (row, col) pixels of the final feature map for SAN/LESA attention figures.
+    bias: False skips the box statistics (datasets without boxes).
+    boxes_file: ImageNet `LOC_val_solution.csv` for an imagenet / imagefolder split.
+    channels_last: run the network in channels-last memory format (faster; the maps are the same).
+    """
+
+    methods: tuple = ("gradcam", "eigencam")
+    num_samples: int = 0
+    split: str | None = None
+    thresholds: tuple = DEFAULT_THRESHOLDS
+    eps: float = DEFAULT_EPS
+    target: str = "pred"
+    pixels: list | None = None
+    batch_size: int = 256
+    device: str = "cpu"
+    num_figures: int = 16
+    bias: bool = True
+    boxes_file: str | None = None
+    channels_last: bool = True
+
+
 # ------------------------------------------------------------------------------------- helpers
-
-def _normaliser(bundle, device):
-    mean = torch.tensor(bundle.mean, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(bundle.std, device=device).view(1, -1, 1, 1)
-
-    def norm(images: torch.Tensor) -> torch.Tensor:
-        x = images.to(device)
-        x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
-        return (x - mean) / std
-    return norm
-
 
 def _channels_last(model) -> bool:
     """True when the network's first 4-D weight is stored channels-last."""
@@ -65,150 +83,184 @@ def _channels_last(model) -> bool:
     return False
 
 
-def _batches(dataset, num: int, batch_size: int):
-    """(indices, raw images (B, C, H, W) uint8 or float in [0, 1], targets) over the first `num`."""
-    if hasattr(dataset, "images"):
-        for start in range(0, num, batch_size):
-            idx = torch.arange(start, min(num, start + batch_size))
-            yield idx, dataset.images[idx], torch.as_tensor(dataset.targets)[idx]
-        return
-    from torch.utils.data import DataLoader, Subset
+def _batches(dataset, bundle, num: int, batch_size: int, device, workers: int = 0):
+    """(indices (B,), normalised images (B, C, S, S) on `device`, targets) over the first `num`
+    samples, read by training's evaluation loader."""
+    from ..data import build_loader
+    from ..engine.config import DataConfig
 
-    loader = DataLoader(Subset(dataset, range(num)), batch_size=batch_size, shuffle=False)
-    start = 0
+    # augment "none": in-memory boxes are in stored pixels, so no evaluation center crop
+    cfg = DataConfig(eval_batch_size=max(1, min(batch_size, num)), workers=workers, augment="none")
+    loader = build_loader(dataset, bundle, cfg, train=False, seed=0, device=device)
+    start, skipped = 0, loader.skipped_images  # earlier loaders' count, e.g. training's
     for images, targets in loader:
-        idx = torch.arange(start, start + images.shape[0])
-        start += images.shape[0]
-        yield idx, images, targets
+        if loader.skipped_images > skipped:
+            raise UserError(f"unreadable image(s) in {getattr(dataset, 'name', '')}: the analysis matches "
+                            "boxes and figures to images by position; remove them")
+        images, targets = images[:num - start], targets[:num - start]
+        yield torch.arange(start, start + len(images)), images.to(device), targets
+        start += len(images)
+        if start >= num:
+            return
+
+
+def _unnormalise(x: torch.Tensor, bundle) -> torch.Tensor:
+    """Normalised images (B, C, H, W) -> float in [0, 1] for figures."""
+    mean = torch.tensor(bundle.mean, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(bundle.std, device=x.device).view(1, -1, 1, 1)
+    return (x * std + mean).clamp(0, 1)
 
 
 # --------------------------------------------------------------------------------- one split
 
+class _SplitAnalysis:
+    """Accumulates maps, statistics, scores, figures and family attention batch by batch."""
+
+    def __init__(self, methods: list, bundle, options: AnalysisOptions, recorder, gate_samples: int):
+        self.methods, self.bundle, self.options = methods, bundle, options
+        self.recorder, self.gate_samples = recorder, gate_samples
+        self.stats = {m: [] for m in methods}
+        self.correct, self.scores, self.labels = [], [], []
+        self.figure = {"images": [], "maps": {m: [] for m in methods}, "boxes": [], "titles": []}
+        self.gates, self.gate_labels, self.spatial = {}, [], {}
+        self.feat_hw, self.ida_used = None, False
+
+    def explain(self, model, x, targets):
+        """CAMs of one batch: (cam output, explained classes (M,), image of each map or None,
+        scores, whether each map's class is predicted right (M,))."""
+        methods, recorder = self.methods, self.recorder
+        if self.bundle.multilabel:  # one map per present class
+            index, classes = (torch.as_tensor(targets).float() > 0.5).nonzero(as_tuple=True)
+            out = compute_cams(model, x, methods, targets=classes, index=index, recorder=recorder)
+            scores = torch.sigmoid(out["logits"].float()).cpu()
+            return out, classes, index, scores, scores[index, classes] > 0.5
+        labels = torch.as_tensor(targets).long()
+        if self.options.target == "label":
+            out = compute_cams(model, x, methods, targets=labels, recorder=recorder)
+            classes = labels
+        else:
+            out = compute_cams(model, x, methods, recorder=recorder)
+            classes = out["targets"].cpu()
+        scores = out["logits"].float().cpu()
+        return out, classes, None, scores, scores.argmax(1) == labels
+
+    def add(self, model, idx, x, targets, dataset) -> None:
+        if self.recorder is not None:
+            self.recorder.clear()
+        out, classes, index, scores, ok = self.explain(model, x, targets)
+        self.feat_hw = out["feat_hw"]
+        map_idx = idx if index is None else idx[index]
+        h, w = x.shape[-2:]
+        box_list = None
+        maps = {m: out[m] for m in self.methods}
+        if self.options.bias:
+            box_list = dataset_boxes(dataset, map_idx.tolist(), classes if self.bundle.multilabel else None,
+                                     img_hw=(h, w))
+        if self.recorder is not None:
+            self._record_family(maps, classes, index, targets, len(idx), (h, w))
+        if box_list is not None:
+            masks = box_masks(box_list, h, w)
+            for m, mp in maps.items():
+                self.stats[m].append(map_box_stats(mp, masks.to(mp.device), self.options.thresholds,
+                                                   self.options.eps))
+        self.correct.append(ok)
+        self.scores.append(scores)
+        self.labels.append(torch.as_tensor(targets))
+        self._add_figures(x, maps, map_idx, classes, index, targets, scores, ok, box_list)
+
+    def _record_family(self, maps, classes, index, targets, n: int, hw) -> None:
+        """IDA's class attention as one more map; SAN/LESA spatial attention of the first batch;
+        channel gates of the first `gate_samples` images."""
+        recorder = self.recorder
+        ida = class_spatial_maps(recorder.records, classes.to(torch.long), self.feat_hw, index)
+        if ida is not None:
+            self.ida_used = True
+            maps["ida"] = upsample(ida, hw)
+            self.stats.setdefault("ida", [])
+            self.figure["maps"].setdefault("ida", [])
+        if not self.correct:  # first batch
+            self.spatial = {k: r for k, r in recorder.records.items() if r["kind"] in ("local", "global")}
+            recorder.kinds = ("channel", "class_spatial")  # big tensors: first batch only
+        taken = sum(len(g) for g in self.gate_labels)
+        if taken >= self.gate_samples:
+            return
+        keep = min(self.gate_samples - taken, n)
+        for name, rec in recorder.of_kind("channel").items():
+            self.gates.setdefault(name, []).append(rec["tensors"][0][:keep])
+        # multi-label: no single class per image (-1), so no class selectivity
+        labels = torch.full((n,), -1) if self.bundle.multilabel else torch.as_tensor(targets).long()
+        self.gate_labels.append(labels[:keep])
+        if taken + keep >= self.gate_samples:  # enough gates: stop recomputing them
+            recorder.kinds = tuple(k for k in recorder.kinds if k != "channel")
+
+    def _add_figures(self, x, maps, map_idx, classes, index, targets, scores, ok, box_list) -> None:
+        room = self.options.num_figures - len(self.figure["titles"])
+        names = self.bundle.class_names or []
+
+        def name(c: int) -> str:
+            return names[c] if c < len(names) else str(c)
+
+        for j in range(min(max(room, 0), map_idx.shape[0])):
+            if self.bundle.multilabel:
+                title = f"#{int(map_idx[j])} {name(int(classes[j]))} {'found' if ok[j] else 'missed'}"
+            else:
+                label, pred = int(torch.as_tensor(targets)[j]), int(scores[j].argmax())
+                title = f"#{int(map_idx[j])} {name(label)}" + ("" if label == pred else f"\n(pred {name(pred)})")
+            self.figure["titles"].append(title)
+            image = x[index[j] if index is not None else j]
+            self.figure["images"].append(_unnormalise(image[None], self.bundle)[0].cpu())
+            self.figure["boxes"].append(box_list[j] if box_list is not None else None)
+            for m, mp in maps.items():
+                self.figure["maps"][m].append(mp[j].cpu())
+
+    def result(self, num: int) -> dict:
+        return {
+            "methods": list(self.stats) if self.options.bias else [],
+            "stats": {m: cat_stats(s) for m, s in self.stats.items() if s},
+            "correct": torch.cat(self.correct), "scores": torch.cat(self.scores),
+            "targets": torch.cat(self.labels), "num_images": num,
+            "num_maps": int(sum(len(c) for c in self.correct)), "feat_hw": self.feat_hw,
+            "figure": self.figure, "spatial": self.spatial, "ida": self.ida_used,
+            "gates": {n: torch.cat(g) for n, g in self.gates.items()},
+            "gate_labels": torch.cat(self.gate_labels) if self.gate_labels else torch.zeros(0, dtype=torch.long),
+        }
+
+
 @torch.no_grad()
-def analyze_split(model, dataset, bundle, methods=("gradcam", "eigencam"), num_samples: int = 0,
-                  batch_size: int = 256, device="cpu", thresholds=DEFAULT_THRESHOLDS,
-                  eps: float = DEFAULT_EPS, target: str = "pred", num_figures: int = 16,
+def analyze_split(model, dataset, bundle, options: AnalysisOptions = AnalysisOptions(),
                   recorder: AttentionRecorder | None = None, gate_samples: int = 2000,
-                  boxes: bool = True) -> dict:
-    """Maps and per-map box statistics over the first `num_samples` (0: all) of `dataset`.
+                  workers: int = 0) -> dict:
+    """Maps and per-map box statistics over the first `options.num_samples` (0: all) of `dataset`.
 
     Single-label: one map per image, of the predicted class (`target='pred'`) or of the label
     (`target='label'`). Multi-label: one map per present class. Returns per method the raw
     per-map statistics (see `bias.map_box_stats`), plus `correct` (M,), `scores` (N, K),
     `targets`, figure samples, recorded channel gates and spatial attention of the first batch.
     """
-    if target not in ("pred", "label"):
-        raise UserError(f"target '{target}': valid: pred, label")
+    if options.target not in ("pred", "label"):
+        raise UserError(f"target '{options.target}': valid: pred, label")
     check_cam_model(model)
-    methods = [check_method(m) for m in methods]
-    device = resolve_device(device)
-    norm = _normaliser(bundle, device)
-    n_total = len(dataset)
-    num = n_total if not num_samples or num_samples > n_total else num_samples
+    methods = [check_method(m) for m in options.methods]
+    device = resolve_device(options.device)
+    num = min(options.num_samples or len(dataset), len(dataset))
     if num == 0:
         raise UserError("the evaluated split is empty: nothing to analyse")
-    stats = {m: [] for m in methods}
-    correct, scores, labels_all = [], [], []
-    fig = {"images": [], "maps": {m: [] for m in methods}, "boxes": [], "titles": []}
-    gates, gate_labels, spatial, feat_hw = {}, [], {}, None
-    ida_used = False
+    split = _SplitAnalysis(methods, bundle, options, recorder, gate_samples)
     cl = _channels_last(model)
-    for bi, (idx, raw, tgt) in enumerate(_batches(dataset, num, batch_size)):
-        x = norm(raw)
-        if cl:
-            x = x.contiguous(memory_format=torch.channels_last)
-        if recorder is not None:
-            recorder.clear()
-        if bundle.multilabel:
-            pos = torch.as_tensor(tgt).float() > 0.5
-            index, classes = pos.nonzero(as_tuple=True)
-            out = compute_cams(model, x, methods, targets=classes, index=index, recorder=recorder)
-            sc = torch.sigmoid(out["logits"].float()).cpu()
-            ok = sc[index, classes] > 0.5
-        else:
-            index = None
-            if target == "label":
-                classes = torch.as_tensor(tgt).long()
-                out = compute_cams(model, x, methods, targets=classes, recorder=recorder)
-            else:
-                out = compute_cams(model, x, methods, recorder=recorder)
-                classes = out["targets"].cpu()
-            sc = out["logits"].float().cpu()
-            ok = sc.argmax(1) == torch.as_tensor(tgt).long()
-        feat_hw = out["feat_hw"]
-        map_idx = idx if index is None else idx[index]
-        h, w = x.shape[-2:]
-        masks = None
-        if boxes:
-            box_list = dataset_boxes(dataset, map_idx.tolist(), classes if bundle.multilabel else None,
-                                     img_hw=(h, w))
-            masks = box_masks(box_list, h, w)
-        maps = {m: out[m] for m in methods}
-        if recorder is not None:
-            ida = class_spatial_maps(recorder.records, classes.to(torch.long), feat_hw, index)
-            if ida is not None:
-                ida_used = True
-                maps["ida"] = upsample(ida, (h, w))
-                stats.setdefault("ida", [])
-                fig["maps"].setdefault("ida", [])
-            if bi == 0:
-                spatial = {n: r for n, r in recorder.records.items() if r["kind"] in ("local", "global")}
-                recorder.kinds = ("channel", "class_spatial")  # big tensors: first batch only
-            taken = sum(len(g) for g in gate_labels)
-            if taken < gate_samples:
-                keep = min(gate_samples - taken, len(idx))
-                for name, rec in recorder.of_kind("channel").items():
-                    gates.setdefault(name, []).append(rec["tensors"][0][:keep])
-                # multi-label: no single class per image (-1), so no class selectivity
-                lab = torch.full((len(idx),), -1) if bundle.multilabel else torch.as_tensor(tgt).long()
-                gate_labels.append(lab[:keep])
-                if taken + keep >= gate_samples:  # enough gates: stop recomputing them
-                    recorder.kinds = tuple(k for k in recorder.kinds if k != "channel")
-        for m, mp in maps.items():
-            if masks is not None:
-                stats[m].append(map_box_stats(mp, masks.to(mp.device), thresholds, eps))
-        correct.append(ok)
-        scores.append(sc)
-        labels_all.append(torch.as_tensor(tgt))
-        room = num_figures - len(fig["titles"])
-        if room > 0:
-            take = list(range(min(room, map_idx.shape[0])))
-            names = bundle.class_names or []
-            for j in take:
-                i = int(map_idx[j])
-                name = lambda c: names[c] if c < len(names) else str(c)  # noqa: E731
-                if bundle.multilabel:
-                    title = f"#{i} {name(int(classes[j]))} {'found' if ok[j] else 'missed'}"
-                else:
-                    label, pred = int(torch.as_tensor(tgt)[j]), int(sc[j].argmax())
-                    title = f"#{i} {name(label)}" + ("" if label == pred else f"\n(pred {name(pred)})")
-                fig["titles"].append(title)
-                fig["images"].append(raw[index[j] if index is not None else j].cpu())
-                fig["boxes"].append(box_list[j] if boxes else None)
-                for m, mp in maps.items():
-                    fig["maps"][m].append(mp[j].cpu())
-    result = {
-        "methods": list(stats) if boxes else [],
-        "stats": {m: cat_stats(s) for m, s in stats.items() if s},
-        "correct": torch.cat(correct), "scores": torch.cat(scores), "targets": torch.cat(labels_all),
-        "num_images": num, "num_maps": int(sum(len(c) for c in correct)), "feat_hw": feat_hw,
-        "figure": fig, "spatial": spatial, "ida": ida_used,
-        "gates": {n: torch.cat(g) for n, g in gates.items()},
-        "gate_labels": torch.cat(gate_labels) if gate_labels else torch.zeros(0, dtype=torch.long),
-    }
-    return result
+    for idx, x, targets in _batches(dataset, bundle, num, options.batch_size, device, workers):
+        split.add(model, idx, x.contiguous(memory_format=torch.channels_last) if cl else x, targets, dataset)
+    return split.result(num)
 
 
 @torch.no_grad()
-def predict(model, dataset, bundle, num_samples: int = 0, batch_size: int = 512, device="cpu"):
+def predict(model, dataset, bundle, num_samples: int = 0, batch_size: int = 512, device="cpu",
+            workers: int = 0):
     """(scores (N, K), targets) of the first `num_samples` (0: all) of `dataset`."""
     device = resolve_device(device)
-    norm = _normaliser(bundle, device)
-    num = len(dataset) if not num_samples else min(num_samples, len(dataset))
+    num = min(num_samples or len(dataset), len(dataset))
     scores, targets = [], []
     cl = _channels_last(model)
-    for _, raw, tgt in _batches(dataset, num, batch_size):
-        x = norm(raw)
+    for _, x, tgt in _batches(dataset, bundle, num, batch_size, device, workers):
         logits = model(x.contiguous(memory_format=torch.channels_last) if cl else x).float().cpu()
         scores.append(torch.sigmoid(logits) if bundle.multilabel else logits)
         targets.append(torch.as_tensor(tgt))
@@ -247,8 +299,9 @@ def bias_columns(model, bundle, split=None, method: str = "gradcam", num_samples
     ds = bundle.evals[split]
     _check_boxes(bundle, ds, split)
     model.eval()
-    res = analyze_split(model, ds, bundle, (method,), num_samples, batch_size, device,
-                        thresholds=(threshold,), eps=eps, num_figures=0)
+    options = AnalysisOptions(methods=(method,), num_samples=num_samples, thresholds=(threshold,),
+                              eps=eps, batch_size=batch_size, device=device, num_figures=0)
+    res = analyze_split(model, ds, bundle, options)
     s = summarize(res["stats"][method], res["correct"], (threshold,), threshold)["all"]
     t = f"@{float(threshold):g}"
     cols = {"energy_in_box": s["energy_in_box"], "pointing": s["pointing"], "iou": s["iou" + t],
@@ -283,89 +336,21 @@ def _load(checkpoint, data_overrides):
     return model, cfg, bundle
 
 
-def run_analysis(checkpoint, out_dir=None, data_overrides=None, num_samples: int = 0,
-                 methods=("gradcam", "eigencam"), split=None, thresholds=DEFAULT_THRESHOLDS,
-                 eps: float = DEFAULT_EPS, target: str = "pred", pixels=None,
-                 batch_size: int = 256, device="cpu", num_figures: int = 16,
-                 bias: bool = True, boxes_file=None, channels_last: bool = True) -> dict:
-    """Analyse the checkpoint `checkpoint` (a run's best.safetensors or last.pt).
+def _attach_boxes(ds, bundle, cfg, boxes_file) -> None:
+    if not hasattr(ds, "samples"):
+        raise UserError(f"--boxes {boxes_file}: a LOC_val_solution.csv file fits an imagenet or "
+                        f"imagefolder split, not dataset '{cfg.data.name}'")
+    from ..data.transforms import EVAL_CROP_FRACTION
+    from .boxes import attach_imagenet_boxes
 
-    Args:
-        out_dir: where to write; default `<run folder>/analysis` (the run folder being the
-            checkpoint's folder's parent).
-        data_overrides: None, a dict of `data` config fields (e.g. {"name": "synthetic",
-            "options": {"num_test": 500}}), or a callable Config -> Config.
-        num_samples: images of the analysed split (0: all); also caps the other splits.
-        methods: CAM methods (gradcam, eigencam, scorecam); IDA's class attention is added when
-            the network has it.
-        split: the analysed eval split (default: the first, `test` for the synthetic sets).
-        thresholds, eps: see docs/analysis.md. target: 'pred' or 'label' (single-label).
-        pixels: (row, col) pixels of the final feature map for SAN/LESA attention figures.
-        bias: False skips the box statistics (datasets without boxes).
-        boxes_file: ImageNet `LOC_val_solution.csv` for an imagenet / imagefolder split.
-        channels_last: run the network in channels-last memory format (faster).
-    Writes report.md, bias.json and figures/*.png; returns the bias.json content.
-    """
-    t0 = time.time()
-    checkpoint = Path(checkpoint)
-    model, cfg, bundle = _load(checkpoint, data_overrides)
-    device = resolve_device(device)
-    model = model.to(device).eval()
-    if channels_last:  # faster convolutions on CPU and GPU; the maps are the same
-        model = model.to(memory_format=torch.channels_last)
-    split = _choose_split(bundle, split)
-    ds = bundle.evals[split]
-    if boxes_file:
-        if not hasattr(ds, "samples"):
-            raise UserError(f"--boxes {boxes_file}: a LOC_val_solution.csv file fits an imagenet or "
-                            f"imagefolder split, not dataset '{cfg.data.name}'")
-        from .boxes import attach_imagenet_boxes
+    fraction = EVAL_CROP_FRACTION if cfg.data.augment == "imagenet" else None
+    attach_imagenet_boxes(ds, boxes_file, bundle.img_size, fraction)
+    bundle.has_boxes = True
 
-        from ..data.transforms import EVAL_CROP_FRACTION
 
-        fraction = EVAL_CROP_FRACTION if cfg.data.augment == "imagenet" else None
-        attach_imagenet_boxes(ds, boxes_file, bundle.img_size, fraction)
-        bundle.has_boxes = True
-    if bias:
-        _check_boxes(bundle, ds, split)
-    out = Path(out_dir) if out_dir else checkpoint.resolve().parent.parent / "analysis"
-    fig_dir = out / "figures"
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    t_load = time.time() - t0
-
-    pix = []
-    if pixels:  # validate before the long pass: the feature-map size from one image
-        with torch.no_grad():
-            first = next(_batches(ds, 1, 1))[1]
-            feats, nhwc = cam_features(model, _normaliser(bundle, device)(first))
-        pix = check_pixels(pixels, tuple(feats.shape[1:3] if nhwc else feats.shape[-2:]))
-    recorder = AttentionRecorder(model)
-    c_maps = time.process_time()
-    with recorder:
-        res = analyze_split(model, ds, bundle, methods, num_samples, batch_size, device, thresholds,
-                            eps, target, num_figures, recorder=recorder, boxes=bias)
-    t_maps = time.time() - t0 - t_load
-    c_maps = time.process_time() - c_maps
-    feat_hw = res["feat_hw"]
-
-    report = {
-        "checkpoint": str(checkpoint), "model": cfg.model.name, "model_kwargs": cfg.model.kwargs,
-        "dataset": cfg.data.name, "split": split, "num_images": res["num_images"],
-        "num_maps": res["num_maps"], "target": "present classes" if bundle.multilabel else target,
-        "feature_map": list(feat_hw), "eps": eps, "definitions": DEFINITIONS,
-        "bias": {m: summarize(s, res["correct"], thresholds) for m, s in res["stats"].items()},
-    }
-
-    # contextual bias over every eval split
-    splits = {}
-    for name, d in bundle.evals.items():
-        if name == split:
-                splits[name] = (res["scores"], res["targets"])
-        else:
-            splits[name] = predict(model, d, bundle, num_samples, max(batch_size, 256), device)
-    report["context"] = contextual_bias(splits, bundle.multilabel)
-
-    # family attention
+def _family_report(res, bundle, pixels, fig_dir) -> tuple[dict, list]:
+    """Channel gates per stage, SAN/LESA attention at `pixels`, IDA's class attention: the
+    report's `family` part and its figures."""
     fam = {"channel_gate_modules": sorted(res["gates"]), "spatial_modules": sorted(res["spatial"]),
            "class_spatial": res["ida"]}
     fig_paths = []
@@ -374,28 +359,86 @@ def run_analysis(checkpoint, out_dir=None, data_overrides=None, num_samples: int
         fam["gates"] = summarize_gates(res["gates"], res["gate_labels"] if single else None,
                                        bundle.num_classes)
         if single:
-            last_per_stage = {}
-            for name in res["gates"]:
-                last_per_stage[fam["gates"]["modules"][name]["stage"]] = name
+            last_per_stage = {fam["gates"]["modules"][name]["stage"]: name for name in res["gates"]}
             means = {f"{s} ({n})": class_mean_gates(res["gates"][n], res["gate_labels"], bundle.num_classes)
                      for s, n in last_per_stage.items()}
             fig_paths.append(figures.gate_heatmaps(means, fig_dir / "gates.png", bundle.class_names))
-    if res["spatial"] and pix and res["figure"]["images"]:
-        items = attention_at_pixels(res["spatial"], pix, feat_hw, sample=0)
+    if res["spatial"] and pixels and res["figure"]["images"]:
+        items = attention_at_pixels(res["spatial"], pixels, res["feat_hw"], sample=0)
         fam["pixels"] = [{"layer": it["layer"], "kind": it["kind"], "pixel": list(it["pixel"])} for it in items]
-        fig_paths.append(figures.pixel_attention(res["figure"]["images"][0], items, feat_hw,
+        fig_paths.append(figures.pixel_attention(res["figure"]["images"][0], items, res["feat_hw"],
                                                  fig_dir / "pixel_attention.png"))
-    elif pix and not res["spatial"]:
+    elif pixels and not res["spatial"]:
         fam["pixels"] = "the network has no SAN/LESA attention to show at pixels"
-    report["family"] = fam
+    return fam, fig_paths
 
-    f = res["figure"]
-    if f["titles"]:
-        maps = {m: torch.stack(v) for m, v in f["maps"].items() if v}
-        fig_paths.append(figures.cam_grid(torch.stack(f["images"]), maps,
-                                          f["boxes"] if bias else None, f["titles"], fig_dir / "maps.png"))
-    if report["bias"]:
-        fig_paths.append(figures.bias_curves(report["bias"], fig_dir / "bias_curves.png"))
+
+def _map_figures(figure: dict, bias: dict, with_boxes: bool, fig_dir: Path) -> list:
+    """maps.png (images, maps and boxes) and bias_curves.png, where there is something to draw."""
+    paths = []
+    if figure["titles"]:
+        maps = {m: torch.stack(v) for m, v in figure["maps"].items() if v}
+        paths.append(figures.cam_grid(torch.stack(figure["images"]), maps, figure["boxes"] if with_boxes else None,
+                                      figure["titles"], fig_dir / "maps.png"))
+    if bias:
+        paths.append(figures.bias_curves(bias, fig_dir / "bias_curves.png"))
+    return paths
+
+
+def run_analysis(checkpoint, out_dir=None, data_overrides=None, options: AnalysisOptions | None = None,
+                 **fields) -> dict:
+    """Analyse the checkpoint `checkpoint` (a run's best.safetensors or last.pt) as `options` say
+    (an `AnalysisOptions`; its fields may also be given as keywords, e.g. `methods=("gradcam",)`).
+
+    out_dir: where to write; default `<run folder>/analysis` (the run folder being the
+    checkpoint's folder's parent). data_overrides: None, a dict of `data` config fields (e.g.
+    {"name": "synthetic", "options": {"num_test": 500}}), or a callable Config -> Config.
+    Writes report.md, bias.json and figures/*.png; returns the bias.json content.
+    """
+    o = dataclasses.replace(options or AnalysisOptions(), **fields)
+    t0 = time.time()
+    checkpoint = Path(checkpoint)
+    model, cfg, bundle = _load(checkpoint, data_overrides)
+    device = resolve_device(o.device)
+    model = model.to(device).eval()
+    if o.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    split = _choose_split(bundle, o.split)
+    ds = bundle.evals[split]
+    if o.boxes_file:
+        _attach_boxes(ds, bundle, cfg, o.boxes_file)
+    if o.bias:
+        _check_boxes(bundle, ds, split)
+    out = Path(out_dir) if out_dir else checkpoint.resolve().parent.parent / "analysis"
+    fig_dir = out / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    t_load = time.time() - t0
+
+    pixels = []
+    if o.pixels:  # validate before the long pass: the feature-map size from one image
+        with torch.no_grad():
+            feats, nhwc = cam_features(model, next(_batches(ds, bundle, 1, 1, device))[1])
+        pixels = check_pixels(o.pixels, tuple(feats.shape[1:3] if nhwc else feats.shape[-2:]))
+    recorder = AttentionRecorder(model)
+    c_maps = time.process_time()
+    with recorder:
+        res = analyze_split(model, ds, bundle, o, recorder=recorder, workers=cfg.data.workers)
+    t_maps = time.time() - t0 - t_load
+    c_maps = time.process_time() - c_maps
+
+    report = {
+        "checkpoint": str(checkpoint), "model": cfg.model.name, "model_kwargs": cfg.model.kwargs,
+        "dataset": cfg.data.name, "split": split, "num_images": res["num_images"],
+        "num_maps": res["num_maps"], "target": "present classes" if bundle.multilabel else o.target,
+        "feature_map": list(res["feat_hw"]), "eps": o.eps, "definitions": DEFINITIONS,
+        "bias": {m: summarize(s, res["correct"], o.thresholds) for m, s in res["stats"].items()},
+    }
+    splits = {name: (res["scores"], res["targets"]) if name == split else
+              predict(model, d, bundle, o.num_samples, max(o.batch_size, 256), device, cfg.data.workers)
+              for name, d in bundle.evals.items()}
+    report["context"] = contextual_bias(splits, bundle.multilabel)  # over every eval split
+    report["family"], fig_paths = _family_report(res, bundle, pixels, fig_dir)
+    fig_paths += _map_figures(res["figure"], report["bias"], o.bias, fig_dir)
     report["figures"] = [str(p.relative_to(out)) for p in fig_paths]
     report["timing_s"] = {"load": round(t_load, 3), "maps_and_stats": round(t_maps, 3),
                           "maps_and_stats_cpu": round(c_maps, 3), "total": round(time.time() - t0, 3)}

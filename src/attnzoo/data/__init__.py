@@ -17,10 +17,10 @@ from __future__ import annotations
 from ..errors import UserError, choices_hint
 from .bundle import DataBundle
 from .loader import FileLoader, InMemoryLoader, build_loader
-from .memory import BoxList, InMemoryDataset
+from .memory import InMemoryDataset, Ragged
 from .transforms import AUGMENTS, BatchAugment, Cutout, epoch_generator, image_transform
 
-__all__ = ["dataset_names", "build_data", "build_loader", "DataBundle", "InMemoryDataset", "BoxList",
+__all__ = ["dataset_names", "build_data", "build_loader", "DataBundle", "InMemoryDataset", "Ragged",
            "BatchAugment", "Cutout", "image_transform", "epoch_generator", "skipped_images",
            "InMemoryLoader", "FileLoader", "AUGMENTS"]
 

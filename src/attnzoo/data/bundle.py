@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch.utils.data import Dataset
 
 
@@ -25,7 +26,7 @@ class DataBundle:
     num_classes: int
     multilabel: bool
     img_size: int
-    mean: tuple = (0.485, 0.456, 0.406)
-    std: tuple = (0.229, 0.224, 0.225)
+    mean: tuple = IMAGENET_DEFAULT_MEAN  # per channel, of images in [0, 1]
+    std: tuple = IMAGENET_DEFAULT_STD
     class_names: list = field(default_factory=list)
     has_boxes: bool = False

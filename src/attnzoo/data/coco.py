@@ -21,12 +21,14 @@ pipeline. Cutout (`data.cutout`, `data.cutout_holes`) is applied by the loader t
 images (3, S, S) in [0, 1] (the loader normalises) and float multi-hot targets (80,).
 
 Mistakes a user can make raise `UserError` with one line: no root, a missing or unparsable
-annotation file, a file that is not in COCO's instances format, images named in the annotations
-but missing from the image folder, train and val files with different categories.
+annotation file, a file that is not in COCO's instances format (also one nested too deep, or with a
+size or box that is not a finite number), images named in the annotations but missing from the
+image folder, train and val files with different categories.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 from pathlib import Path
@@ -37,38 +39,14 @@ from torch.utils.data import Dataset
 
 from ..errors import UserError
 from .bundle import DataBundle
+from .memory import Ragged
+from .transforms import ToRGB
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_SIZE = 448
 COCO_OPTIONS = ("year", "randaugment")
 
 
 # ------------------------------------------------------------------------- shared with voc.py
-
-class Ragged:
-    """Per-sample variable-length rows stored flat: `ragged[i]` is a tensor (K_i, ...).
-
-    Lean for large datasets (one flat array and offsets, no Python object per sample).
-    """
-
-    def __init__(self, rows: list, dtype, width: int | None = None):
-        shape = (0, width) if width else (0,)
-        arrays = [np.asarray(r, dtype=dtype).reshape(-1, width) if width else np.asarray(r, dtype=dtype)
-                  for r in rows]
-        self.flat = torch.from_numpy(np.concatenate(arrays) if arrays else np.zeros(shape, dtype=dtype))
-        counts = torch.tensor([len(a) for a in arrays], dtype=torch.long)
-        self.offsets = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
-
-    def __len__(self) -> int:
-        return len(self.offsets) - 1
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.flat[int(self.offsets[i]): int(self.offsets[i + 1])]
-
-    def __iter__(self):
-        return (self[i] for i in range(len(self)))
-
 
 class MultiLabelImages(Dataset):
     """Image files with multi-hot targets. item -> (float image (3, S, S) in [0, 1], target (C,)).
@@ -140,16 +118,11 @@ class _SeededRandAugment:
         return f"RandAugment({self.config!r})"
 
 
-class _ToRGB:
-    def __call__(self, img):
-        return img.convert("RGB") if img.mode != "RGB" else img
-
-
 def multilabel_transform(img_size: int, train: bool, augment: str = "none", randaugment=None):
     """PIL image -> float tensor (3, img_size, img_size) in [0, 1] (see the module docstring)."""
     from torchvision import transforms as T
 
-    ops = [_ToRGB()]
+    ops = [ToRGB()]
     if train and augment == "imagenet":
         ops += [T.RandomResizedCrop(img_size, scale=(0.3, 1.0)), T.RandomHorizontalFlip()]
     else:
@@ -182,6 +155,15 @@ def check_images(folder: Path, names: list, source: Path) -> None:
                         f"{folder} (first: {missing[0]}); copy the complete image folder")
 
 
+def pixel_size(value, what: str) -> int:
+    """A width or height from an annotation file as an int; ValueError naming it unless it is a
+    finite number >= 0 (1e999 parses as infinity)."""
+    number = float(value)
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"{what} {value} is not a finite number of pixels")
+    return int(number)
+
+
 # ----------------------------------------------------------------------------------- COCO
 
 def read_coco(path: Path) -> dict:
@@ -197,6 +179,9 @@ def read_coco(path: Path) -> dict:
             data = json.load(f)
     except (ValueError, UnicodeDecodeError) as e:
         raise UserError(f"COCO annotation file {path} does not parse as JSON ({str(e).splitlines()[0][:120]})") from None
+    except RecursionError:
+        raise UserError(f"COCO annotation file {path} nests its JSON deeper than Python can read; "
+                        "it is not a COCO instances file") from None
     try:
         if not isinstance(data, dict):
             raise TypeError("the top level is not an object")
@@ -206,7 +191,8 @@ def read_coco(path: Path) -> dict:
         images, index = [], {}
         for img in data["images"]:
             index[int(img["id"])] = len(images)
-            images.append((str(img["file_name"]), int(img.get("width", 0)), int(img.get("height", 0))))
+            images.append((str(img["file_name"]), pixel_size(img.get("width", 0), f"image {img['id']}: width"),
+                           pixel_size(img.get("height", 0), f"image {img['id']}: height")))
         valid_ids = {c for c, _ in categories}
         labels = [[] for _ in images]
         boxes = [[] for _ in images]
@@ -216,12 +202,14 @@ def read_coco(path: Path) -> dict:
             if cat not in valid_ids:
                 raise ValueError(f"annotation {ann.get('id')} has category_id {cat}, not in 'categories'")
             x, y, w, h = (float(v) for v in ann["bbox"])
+            if not all(math.isfinite(v) for v in (x, y, w, h)):
+                raise ValueError(f"annotation {ann.get('id')} has bbox {ann['bbox']}, not finite numbers")
             labels[i].append(cat)
             boxes[i].append((x, y, x + w, y + h))
     except KeyError as e:
         raise UserError(f"COCO annotation file {path} is not in COCO instances format (missing key {e} "
                         "or an annotation of an unknown image_id)") from None
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, OverflowError) as e:
         raise UserError(f"COCO annotation file {path} is not in COCO instances format ({e})") from None
     return {"images": images, "categories": categories, "labels": labels, "boxes": boxes}
 
@@ -246,7 +234,8 @@ def _coco_split(root: Path, ann_file: str, image_dir: str, transform, name: str,
         targets[i, idx] = 1.0
         label_rows.append(idx)
     ds = MultiLabelImages([folder / f for f in names], targets, transform, [nm for _, nm in cats],
-                          boxes=Ragged(parsed["boxes"], np.float32, 4), box_labels=Ragged(label_rows, np.int64),
+                          boxes=Ragged.from_rows(parsed["boxes"], np.float32, 4),
+                          box_labels=Ragged.from_rows(label_rows, np.int64),
                           image_sizes=torch.tensor([(w, h) for _, w, h in parsed["images"]], dtype=torch.long)
                           .reshape(-1, 2), name=name)
     ds.categories = cats
@@ -282,5 +271,5 @@ def build(cfg, train: bool = True) -> DataBundle:
                                multilabel_transform(size, True, cfg.augment, options.get("randaugment")),
                                "train", categories=val.categories)
     return DataBundle(train=trainset, evals={"val": val}, num_classes=len(val.class_names),
-                      multilabel=True, img_size=size, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                      multilabel=True, img_size=size,
                       class_names=list(val.class_names), has_boxes=True)

@@ -15,8 +15,6 @@ from ..errors import UserError
 from .transforms import image_transform
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class ImageFolderDataset(Dataset):
@@ -110,4 +108,4 @@ def build_folder(cfg, train: bool, name: str = "imagefolder"):
         raise UserError(f"{title} under {root}: no images in {val_dir}/<class>/; {_how(root)}")
     val_set = ImageFolderDataset(val_samples, classes, image_transform(cfg.augment, size, False), f"{name}/val")
     return DataBundle(train=train_set, evals={"val": val_set}, num_classes=len(classes), multilabel=False,
-                      img_size=size, mean=IMAGENET_MEAN, std=IMAGENET_STD, class_names=classes)
+                      img_size=size, class_names=classes)  # ImageNet's mean and std

@@ -40,7 +40,7 @@ def _per_rank(total: int, world_size: int, what: str) -> int:
     return per
 
 
-class _Base:
+class ShardedLoader:
     """Shared order, sharding and bookkeeping of both loader kinds."""
 
     def __init__(self, dataset, bundle, cfg, train: bool, seed: int, rank: int, world_size: int):
@@ -91,7 +91,7 @@ class _Base:
         return batches, positions, g
 
 
-class InMemoryLoader(_Base):
+class InMemoryLoader(ShardedLoader):
     """Batched augmentation over an in-memory dataset; yields (images float32 NCHW, targets).
 
     `device`: where augmentation runs (CPU by default; a CUDA device makes it nearly free).
@@ -166,7 +166,7 @@ def _collate(samples):
     return images, targets, bad
 
 
-class FileLoader(_Base):
+class FileLoader(ShardedLoader):
     """A torch DataLoader over a file dataset (per-image transforms in `cfg.workers` processes);
     normalisation and cutout are applied to each batch in the main process."""
 

@@ -7,27 +7,46 @@ from __future__ import annotations
 
 from typing import Optional
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 
-class BoxList:
-    """Ragged per-sample rows stored padded: `boxes[i]` is `padded[i, :counts[i]]`.
+class Ragged:
+    """Per-sample rows of varying count stored flat: `ragged[i]` is a tensor (K_i, ...).
 
-    For boxes, `padded` is (N, K_max, 4) and `boxes[i]` a float tensor (K_i, 4) of (x0, y0, x1, y1)
-    in pixels of the stored image, x1/y1 exclusive (a box covering pixel columns 3..7 has x0=3,
-    x1=8). For box labels, `padded` is (N, K_max) and `labels[i]` the (K_i,) class of each box.
+    One flat tensor and offsets, no Python object per sample, so large datasets stay lean. Boxes
+    are (K_i, 4) float (x0, y0, x1, y1) in pixels, x1/y1 exclusive (a box covering pixel columns
+    3..7 has x0=3, x1=8); box labels (K_i,) class indices.
     """
 
-    def __init__(self, padded: torch.Tensor, counts: torch.Tensor):
-        self.padded = padded
-        self.counts = counts
+    def __init__(self, flat: torch.Tensor, counts: torch.Tensor):
+        self.flat = flat  # (sum K_i, ...)
+        self.offsets = torch.cat([torch.zeros(1, dtype=torch.long), counts.long().cumsum(0)])  # (N + 1,)
+
+    @classmethod
+    def from_rows(cls, rows: list, dtype, width: int | None = None) -> "Ragged":
+        """From one list (or array) of rows per sample, each row `width` values (or one value)."""
+        shape = (-1, width) if width else (-1,)
+        arrays = [np.asarray(r, dtype=dtype).reshape(shape) for r in rows]
+        flat = np.concatenate(arrays) if arrays else np.zeros((0, width) if width else (0,), dtype=dtype)
+        return cls(torch.from_numpy(flat), torch.tensor([len(a) for a in arrays], dtype=torch.long))
+
+    @classmethod
+    def from_padded(cls, padded: torch.Tensor, counts: torch.Tensor) -> "Ragged":
+        """From (N, K_max, ...) whose sample i holds its rows in `padded[i, :counts[i]]`."""
+        keep = torch.arange(padded.shape[1])[None, :] < counts[:, None]  # (N, K_max)
+        return cls(padded[keep], counts)
+
+    @property
+    def counts(self) -> torch.Tensor:
+        return self.offsets.diff()
 
     def __len__(self) -> int:
-        return self.padded.shape[0]
+        return len(self.offsets) - 1
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return self.padded[i, : int(self.counts[i])]
+        return self.flat[int(self.offsets[i]): int(self.offsets[i + 1])]
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))
@@ -37,13 +56,13 @@ class InMemoryDataset(Dataset):
     """A split in memory. Yields (image uint8 (C, H, W), target).
 
     `targets` is (N,) int64 class indices, or (N, num_classes) float32 multi-hot when multilabel.
-    `boxes` (optional) is a `BoxList` of (K, 4) boxes, `box_labels` the matching `BoxList` of (K,)
+    `boxes` (optional) is a `Ragged` of (K, 4) boxes, `box_labels` the matching `Ragged` of (K,)
     classes; `contexts` (optional, synthetic data) the background context id of every sample (N,)
     int64, for bias analyses.
     """
 
-    def __init__(self, images: torch.Tensor, targets: torch.Tensor, boxes: Optional[BoxList] = None,
-                 contexts: Optional[torch.Tensor] = None, name: str = "", box_labels: Optional[BoxList] = None):
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, boxes: Optional[Ragged] = None,
+                 contexts: Optional[torch.Tensor] = None, name: str = "", box_labels: Optional[Ragged] = None):
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
         if targets.shape[0] != images.shape[0]:

@@ -27,9 +27,8 @@ Options (`data.options`): num_train (default 10000), num_test (2000, per eval sp
 context_bias (0.8), num_classes (10; 20 for the multi-label set), and for the multi-label set
 max_objects (4, at most num_classes) and cooccurrence (0.6). `data.img_size` (default 32) is the
 generated size: any size >= 16 works, the drawing is resolution independent. The defaults are
-sized for a default `attnzoo train` of a few minutes on 2 CPU cores. Measured: a ResNet-20 trained
-6 epochs (SGD, one-cycle) on the default train split reaches 98.8% top-1 on `test` and 92.4% on
-`test_swapped`; 50,000 32x32 images generate in about 5 s on one core.
+sized for a default `attnzoo train` of a few minutes on 2 CPU cores (measured accuracy and
+generation time: benchmarks/results/synthetic_dataset.md).
 
 Every random number is drawn from a `torch.Generator` seeded from (seed, split), so the same
 options give bit-identical data on every machine and each split does not depend on the others'
@@ -43,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
-from .memory import BoxList, InMemoryDataset
+from .memory import InMemoryDataset, Ragged
 
 SHAPES = ("disc", "square", "triangle", "cross", "ring", "bars", "diamond", "frame", "x_shape", "half_disc")
 CONTEXTS = ("h_stripes", "v_stripes", "diag_stripes", "antidiag_stripes", "checkerboard", "dots",
@@ -292,8 +291,8 @@ def generate_single(n: int, img_size: int, split: str, seed: int = 0, context_bi
         boxes[sl, 0] = _draw_objects(img, labels[sl], cx[sl], cy[sl], po, bg_mean, active)
         images[sl] = _finish(img, g)
     ones = torch.ones(n, dtype=torch.long)
-    return InMemoryDataset(images, labels, BoxList(boxes, ones), ctx, name=f"synthetic/{split}",
-                           box_labels=BoxList(labels[:, None], ones))
+    return InMemoryDataset(images, labels, Ragged.from_padded(boxes, ones), ctx, name=f"synthetic/{split}",
+                           box_labels=Ragged(labels, ones))
 
 
 # -------------------------------------------------------------------------------------- multi label
@@ -367,8 +366,8 @@ def generate_multilabel(n: int, img_size: int, split: str, seed: int = 0, contex
             img[on] = sub
         images[sl] = _finish(img, g)
     targets = present.float()
-    return InMemoryDataset(images, targets, BoxList(boxes, counts), ctx, name=f"synthetic_multilabel/{split}",
-                           box_labels=BoxList(cls, counts))
+    return InMemoryDataset(images, targets, Ragged.from_padded(boxes, counts), ctx,
+                           name=f"synthetic_multilabel/{split}", box_labels=Ragged.from_padded(cls, counts))
 
 
 # ------------------------------------------------------------------------------------------ bundle

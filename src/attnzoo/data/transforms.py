@@ -219,10 +219,12 @@ def image_transform(augment: str, img_size: int, train: bool):
         ops = [T.Resize(int(round(img_size / EVAL_CROP_FRACTION))), T.CenterCrop(img_size)]
     else:
         ops = [T.Resize(img_size), T.CenterCrop(img_size)]
-    return T.Compose([_ToRGB(), *ops, *to_tensor])
+    return T.Compose([ToRGB(), *ops, *to_tensor])
 
 
-class _ToRGB:
+class ToRGB:
+    """PIL image in any mode (grey, palette, CMYK, RGBA) -> RGB."""
+
     def __call__(self, img):
         return img.convert("RGB") if img.mode != "RGB" else img
 

@@ -19,11 +19,12 @@ xmin - 1), `dataset.box_labels[i]` (K,), `dataset.box_difficult[i]` (K,) bool,
 `dataset.image_sizes[i]` (width, height). Transforms, augmentation and options as in
 `attnzoo.data.coco` (default 448 px).
 
-A missing file, an XML that does not parse, an unknown class name, or an image id without its
-XML or JPEG raise `UserError` with one line.
+A missing file, an XML that does not parse, a size or box that is not a finite number, an unknown
+class name, or an image id without its XML or JPEG raise `UserError` with one line.
 """
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -32,8 +33,9 @@ import torch
 
 from ..errors import UserError
 from .bundle import DataBundle
-from .coco import (DEFAULT_SIZE, IMAGENET_MEAN, IMAGENET_STD, MultiLabelImages, Ragged, check_images,
-                   check_options, find_root, multilabel_transform)
+from .coco import (DEFAULT_SIZE, MultiLabelImages, check_images, check_options, find_root,
+                   multilabel_transform, pixel_size)
+from .memory import Ragged
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
@@ -54,7 +56,8 @@ def read_voc_xml(path: Path) -> dict:
         raise UserError(f"VOC annotation {path} cannot be read ({e.strerror or e})") from None
     try:
         size = root.find("size")
-        wh = (int(float(size.findtext("width"))), int(float(size.findtext("height")))) if size is not None else (0, 0)
+        wh = ((pixel_size(size.findtext("width"), "width"), pixel_size(size.findtext("height"), "height"))
+              if size is not None else (0, 0))
         objects = []
         for obj in root.iter("object"):
             name = (obj.findtext("name") or "").strip().lower()
@@ -64,10 +67,12 @@ def read_voc_xml(path: Path) -> dict:
             bb = obj.find("bndbox")
             box = (float(bb.findtext("xmin")) - 1, float(bb.findtext("ymin")) - 1,
                    float(bb.findtext("xmax")), float(bb.findtext("ymax"))) if bb is not None else (0, 0, 0, 0)
+            if not all(math.isfinite(v) for v in box):
+                raise ValueError(f"a {name} bndbox is not finite numbers")
             objects.append((VOC_CLASSES.index(name), difficult, box))
     except UserError:
         raise
-    except (TypeError, ValueError, AttributeError) as e:
+    except (TypeError, ValueError, AttributeError, OverflowError) as e:
         raise UserError(f"VOC annotation {path} is not in the VOC format ({e})") from None
     return {"size": wh, "objects": objects}
 
@@ -95,10 +100,10 @@ def _voc_split(root: Path, split: str, transform, difficult: str) -> MultiLabelI
         flags.append([d for _, d, _ in ann["objects"]])
         sizes.append(ann["size"])
     ds = MultiLabelImages([root / "JPEGImages" / f"{i}.jpg" for i in ids], targets, transform,
-                          list(VOC_CLASSES), boxes=Ragged(boxes, np.float32, 4),
-                          box_labels=Ragged(labels, np.int64), image_sizes=torch.tensor(sizes).reshape(-1, 2),
+                          list(VOC_CLASSES), boxes=Ragged.from_rows(boxes, np.float32, 4),
+                          box_labels=Ragged.from_rows(labels, np.int64), image_sizes=torch.tensor(sizes).reshape(-1, 2),
                           name=split)
-    ds.box_difficult = Ragged(flags, np.bool_)
+    ds.box_difficult = Ragged.from_rows(flags, np.bool_)
     ds.ids = ids
     return ds
 
@@ -118,5 +123,5 @@ def build(cfg, train: bool = True) -> DataBundle:
                               multilabel_transform(size, True, cfg.augment, options.get("randaugment")),
                               difficult)
     return DataBundle(train=trainset, evals={"test": test}, num_classes=len(VOC_CLASSES), multilabel=True,
-                      img_size=size, mean=IMAGENET_MEAN, std=IMAGENET_STD, class_names=list(VOC_CLASSES),
+                      img_size=size, class_names=list(VOC_CLASSES),
                       has_boxes=True)

@@ -6,6 +6,7 @@ are those of the whole split whatever the world size.
 from __future__ import annotations
 
 import torch
+from torchmetrics.classification import MulticlassAccuracy
 
 from .distributed import all_gather_cat, all_reduce_sum
 
@@ -21,10 +22,9 @@ def autocast(device: torch.device, amp: str):
 def evaluate(model, loader, device, multilabel: bool, amp: str = "none",
              channels_last: bool = False) -> dict:
     model.eval()
-    if multilabel:
-        scores, targets = [], []
-    else:
-        totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss sum, top1, top5, count
+    scores, targets = [], []  # multi-label: gathered for the ranking metrics
+    totals = torch.zeros(2, dtype=torch.float64, device=device)  # single-label: loss sum, count
+    accuracy = {}  # top-1 and top-5 (top-C below 5 classes); torchmetrics sums them over processes
     for images, target in loader:
         images = images.to(device, non_blocking=True)
         if channels_last:
@@ -37,12 +37,13 @@ def evaluate(model, loader, device, multilabel: bool, amp: str = "none",
             scores.append(torch.sigmoid(logits))
             targets.append(target.float())
             continue
-        k = min(5, logits.shape[1])
-        topk = logits.topk(k, dim=1).indices
-        hit = topk.eq(target[:, None])
+        c = logits.shape[1]
+        accuracy = accuracy or {f"top{k}": MulticlassAccuracy(c, top_k=min(k, c), average="micro").to(device)
+                                for k in (1, 5)}
+        for metric in accuracy.values():
+            metric.update(logits, target)
         totals += torch.stack([
             torch.nn.functional.cross_entropy(logits, target, reduction="sum").double(),
-            hit[:, 0].sum().double(), hit.any(dim=1).sum().double(),
             torch.tensor(float(target.numel()), device=device, dtype=torch.float64)])
     if multilabel:
         from .multilabel_metrics import multilabel_metrics
@@ -52,9 +53,9 @@ def evaluate(model, loader, device, multilabel: bool, amp: str = "none",
         t = all_gather_cat(torch.cat(targets)) if targets else torch.zeros_like(s)
         return multilabel_metrics(s.cpu(), t.cpu())
     all_reduce_sum(totals)
-    loss, top1, top5, n = totals.tolist()
-    n = max(n, 1)
-    return {"loss": loss / n, "top1": 100 * top1 / n, "top5": 100 * top5 / n}
+    loss, n = totals.tolist()
+    top = {name: 100 * metric.compute().item() for name, metric in accuracy.items()}
+    return {"loss": loss / max(n, 1), "top1": top.get("top1", 0.0), "top5": top.get("top5", 0.0)}
 
 
 def evaluate_checkpoint(path, adjust_config=None, device: str = "auto") -> dict:

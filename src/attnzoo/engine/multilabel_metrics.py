@@ -21,7 +21,8 @@ from __future__ import annotations
 import math
 
 import torch
-from torchmetrics.functional.classification import binary_average_precision, multilabel_average_precision
+from torchmetrics.functional.classification import (binary_average_precision, binary_precision,
+                                                    binary_recall, multilabel_average_precision)
 
 from ..errors import UserError
 
@@ -34,34 +35,55 @@ def _f1(p: float, r: float) -> float:
 
 
 def _prf(pred: torch.Tensor, targets: torch.Tensor, suffix: str = "") -> dict:
-    """CP, CR, CF1, OP, OR, OF1 (percent) of boolean predictions (N, C) against targets (N, C)."""
-    pred = pred.double()
-    tp = (pred * targets).sum(0)
-    npred = pred.sum(0)
-    ngt = targets.sum(0)
-    cp = (tp / npred.clamp(min=1)).mean().item()
-    cr = (tp / ngt.clamp(min=1)).mean().item()
-    op = tp.sum().item() / max(npred.sum().item(), 1)
-    orr = tp.sum().item() / max(ngt.sum().item(), 1)
-    values = {"CP": cp, "CR": cr, "CF1": _f1(cp, cr), "OP": op, "OR": orr, "OF1": _f1(op, orr)}
+    """CP, CR, CF1, OP, OR, OF1 (percent) of boolean predictions (N, C) against targets (N, C).
+    CF1 is the harmonic mean of CP and CR (the literature's), not the mean of per-class F1."""
+    pred = pred.long()
+    values = {}
+    # per class (C): the mean of one binary score per column; overall (O): one over all labels
+    for prefix, pred_, targets_, kwargs in (("C", pred.T, targets.T, {"multidim_average": "samplewise"}),
+                                            ("O", pred, targets, {})):
+        p = binary_precision(pred_, targets_, zero_division=0, **kwargs).mean().item()
+        r = binary_recall(pred_, targets_, zero_division=0, **kwargs).mean().item()
+        values.update({prefix + "P": p, prefix + "R": r, prefix + "F1": _f1(p, r)})
     return {k + suffix: 100 * v for k, v in values.items()}
 
 
-def average_precision_voc(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Per-class VOC-style interpolated AP (fraction), NaN for classes without positives.
-
-    scores, targets: (N, C). Vectorised over classes; a stable descending sort keeps sample order
-    for equal scores.
-    """
+def _interpolated_ap(scores: torch.Tensor, hits_positive: torch.Tensor) -> torch.Tensor:
+    """VOC-style AP per column (torchmetrics has only the non-interpolated one). A stable
+    descending sort keeps sample order for equal scores."""
     order = torch.sort(scores.double(), dim=0, descending=True, stable=True).indices  # (N, C)
-    hits = torch.gather(targets.double(), 0, order)  # (N, C) true label in ranked order
-    tp = hits.cumsum(0)
+    hits = torch.gather(hits_positive.double(), 0, order)  # (N, C) true label in ranked order
     ranks = torch.arange(1, hits.shape[0] + 1, dtype=torch.float64)[:, None]
-    precision = tp / ranks
+    precision = hits.cumsum(0) / ranks
     envelope = precision.flip(0).cummax(0).values.flip(0)  # max precision at this rank or later
-    npos = hits.sum(0)
-    ap = (envelope * hits).sum(0) / npos.clamp(min=1)  # recall grows by 1/npos at every hit
-    return torch.where(npos > 0, ap, torch.full_like(ap, float("nan")))
+    return (envelope * hits).sum(0) / hits.sum(0)  # recall grows by 1/npos at every hit
+
+
+def average_precision(scores: torch.Tensor, targets: torch.Tensor,
+                      interpolated: bool = False) -> torch.Tensor:
+    """Per-class AP (fraction) of scores (N, C) against multi-hot targets (N, C); NaN for classes
+    without positives. Non-interpolated (torchmetrics, as scikit-learn), or `interpolated`: the
+    VOC-style precision made monotone from the right, as the official IDA/Q2L `voc_mAP`."""
+    scores, targets = scores.float(), (targets > 0.5).long()
+    has_pos = targets.sum(0) > 0
+    ap = torch.full((scores.shape[1],), math.nan, dtype=torch.float64)
+    if not has_pos.any():
+        return ap
+    s, t = scores[:, has_pos], targets[:, has_pos]  # AP is undefined without positives
+    if interpolated:
+        ap[has_pos] = _interpolated_ap(s, t)
+    elif s.shape[1] == 1:
+        ap[has_pos] = binary_average_precision(s[:, 0], t[:, 0]).double()
+    else:
+        ap[has_pos] = multilabel_average_precision(s, t, num_labels=s.shape[1], average="none").double()
+    return ap
+
+
+def mean_ap(scores: torch.Tensor, targets: torch.Tensor, interpolated: bool = False) -> float:
+    """Mean of `average_precision` over the classes with positives, in percent (NaN if none)."""
+    ap = average_precision(scores, targets, interpolated)
+    ap = ap[~ap.isnan()]
+    return 100 * ap.mean().item() if ap.numel() else math.nan
 
 
 def multilabel_metrics(scores: torch.Tensor, targets: torch.Tensor, threshold: float = 0.5,
@@ -78,21 +100,8 @@ def multilabel_metrics(scores: torch.Tensor, targets: torch.Tensor, threshold: f
     if n == 0 or c == 0:
         return {k: math.nan for k in KEYS}
     targets = (targets > 0.5).long()  # multi-hot; smoothed or soft targets count as positive above 1/2
-    has_pos = targets.sum(0) > 0
-    if has_pos.any():
-        s, t = scores[:, has_pos], targets[:, has_pos]  # AP is undefined without positives
-        if s.shape[1] == 1:
-            ap = binary_average_precision(s[:, 0], t[:, 0]).reshape(1)
-        else:
-            ap = multilabel_average_precision(s, t, num_labels=s.shape[1], average="none")
-        mAP = 100 * ap.double().mean().item()
-        mAP_voc = 100 * average_precision_voc(scores, targets)[has_pos].mean().item()
-    else:
-        mAP = mAP_voc = math.nan
-    out = {"mAP": mAP, "mAP_voc": mAP_voc}
-    t = targets.double()
-    out.update(_prf(scores >= threshold, t))
-    k = min(top_k, c)
-    top = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, scores.topk(k, dim=1).indices, True)
-    out.update(_prf(top & (scores >= threshold), t, suffix=f"_top{top_k}"))
+    out = {"mAP": mean_ap(scores, targets), "mAP_voc": mean_ap(scores, targets, interpolated=True)}
+    out.update(_prf(scores >= threshold, targets))
+    top = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, scores.topk(min(top_k, c), dim=1).indices, True)
+    out.update(_prf(top & (scores >= threshold), targets, suffix=f"_top{top_k}"))
     return out
