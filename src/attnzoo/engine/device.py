@@ -1,5 +1,8 @@
-"""One way to turn a device option ('auto', 'cpu', 'cuda', 'cuda:N') into a torch.device."""
+"""One way to turn a device option ('auto', 'cpu', 'cuda', 'cuda:N') into a torch.device, and one
+way to report that a size did not fit in its memory."""
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import torch
 
@@ -25,3 +28,18 @@ def resolve_device(name, option: str = "device", local_rank: int | None = None) 
         if local_rank is not None:
             device = torch.device("cuda", local_rank)
     return device
+
+
+@contextmanager
+def out_of_memory_hint(batch_size: int, img_size: int | None, batch_option: str = "--batch-size"):
+    """Turn torch's out-of-memory error inside the block into one UserError line naming the sizes
+    asked for and smaller ones to try."""
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        size = f" and image size {img_size} px" if img_size else ""
+        if batch_size > 1:
+            hint = f"try {batch_option} {max(batch_size // 2, 1)}"
+        else:
+            hint = f"try a smaller image size ({max((img_size or 2) // 2, 1)} px)"
+        raise UserError(f"out of memory at batch size {batch_size}{size}; {hint}") from None
