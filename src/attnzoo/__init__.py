@@ -4,12 +4,14 @@
 `attnzoo.create_model(name)` and `timm.create_model(name)` build them.
 """
 import fnmatch
+import pickle
 
 import timm
 
 from . import models  # noqa: F401  (registers the networks)
 from .errors import UserError, choices_hint
 from .models import ATTNZOO_MODELS
+from .weights import load_failure, quiet_unpickler
 
 __version__ = "0.1.0"
 __all__ = ["create_model", "list_models", "UserError", "__version__"]
@@ -25,19 +27,46 @@ def list_models(pattern: str = "*", include_timm: bool = False) -> list[str]:
 
 def check_model_name(name: str) -> None:
     """UserError naming the closest registered names unless `name` is a registered network."""
+    if not isinstance(name, str) or not name:
+        raise UserError(f"a model name is a non-empty string, got {name!r}; `attnzoo models` lists them")
     if not timm.is_model(name):
         raise UserError(f"unknown model '{name}'; {choices_hint(name, ATTNZOO_MODELS)} "
                         "(or any name in timm.list_models())")
 
 
+# Constructor options every network shares, checked here once: the least valid integer of each
+# (num_classes 0: no classifier, as in timm). Model-specific options are checked by the model.
+_COMMON_INT_KWARGS = {"num_classes": 0, "in_chans": 1, "img_size": 1}
+
+
+def _check_common_kwargs(name: str, kwargs: dict) -> None:
+    for key, least in _COMMON_INT_KWARGS.items():
+        value = kwargs.get(key)
+        values = value if key == "img_size" and isinstance(value, (tuple, list)) else [value]
+        if value is not None and not all(isinstance(v, int) and not isinstance(v, bool) and v >= least
+                                         for v in values):
+            raise UserError(f"model '{name}': {key} must be an integer of at least {least}"
+                            f"{' (or a pair of them)' if key == 'img_size' else ''}, got {value!r}")
+
+
 def create_model(name: str, **kwargs):
     """Build a registered network (attnzoo's or timm's) by name; kwargs go to its constructor.
 
-    An unknown name raises `UserError` naming the closest registered names.
+    An unknown name, a bad shared option (num_classes, in_chans, img_size) or pretrained weights
+    that cannot be loaded raise `UserError` saying what is valid.
     """
     check_model_name(name)
+    _check_common_kwargs(name, kwargs)
     kwargs.setdefault("pretrained", False)
     try:
-        return timm.create_model(name, **kwargs)
+        with quiet_unpickler():
+            return timm.create_model(name, **kwargs)
+    except UserError:
+        raise
     except TypeError as e:  # an option the constructor does not take
         raise UserError(f"model '{name}': {e}") from None
+    except (RuntimeError, OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as e:
+        # with pretrained weights: a text file, another architecture, a refused pickle
+        if not kwargs["pretrained"]:
+            raise
+        raise UserError(f"model '{name}': its pretrained weights cannot be loaded ({load_failure(e)})") from None

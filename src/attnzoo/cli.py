@@ -1,5 +1,9 @@
-"""The `attnzoo` command. Thin: it parses arguments and calls the library; every user error ends
-with one line on stderr and exit status 2."""
+"""The `attnzoo` command. Thin: it parses arguments and calls the library.
+
+Exit status: 0 success; 1 a failed run (the loss diverged); 2 a user error (a bad name, value,
+file, path or a size that does not fit in memory), one line on stderr and never a traceback;
+130 interrupted (Ctrl-C). Anything else is a bug and shows its traceback.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, check_writable, describe_os_error
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,16 +42,11 @@ def _run_overrides(args) -> list[str]:
     pairs = {"data.name": args.data, "data.root": args.data_dir, "schedule.epochs": args.epochs,
              "data.batch_size": args.batch_size, "optim.lr": args.lr, "train.device": args.device,
              "out_dir": args.out_dir}
-    sets = [f"{k}={v}" for k, v in pairs.items() if v is not None]
-    if getattr(args, "model", None):
-        sets.append(f"model.name={args.model}")
-    if getattr(args, "pretrained", None):
-        sets.append(f"model.pretrained={args.pretrained}")
-    if getattr(args, "seed", None) is not None:
-        sets.append(f"train.seed={args.seed}")
-    if getattr(args, "name", None):
-        sets.append(f"name={args.name}")
-    return sets + args.overrides
+    pairs.update({"model.name": getattr(args, "model", None), "train.seed": getattr(args, "seed", None),
+                  "model.pretrained": getattr(args, "pretrained", None), "name": getattr(args, "name", None)})
+    # strings quoted, so '--name 2024' stays a name and '--model ""' is refused, not the default
+    return [f"{k}={json.dumps(v) if isinstance(v, str) else v}" for k, v in pairs.items()
+            if v is not None] + args.overrides
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,7 +137,7 @@ def _kwargs(items: list[str]) -> dict:
 
     out = {}
     for item in items:
-        out.update(parse_override(item))
+        out.update(parse_override(item, flag="--kwarg"))
     return out
 
 
@@ -173,6 +172,8 @@ def _data_overrides(args, cfg) -> None:
 def cmd_eval(args) -> int:
     from .engine.evaluate import evaluate_checkpoint
 
+    if args.out:
+        check_writable(args.out, "--out")
     result = evaluate_checkpoint(args.checkpoint, lambda cfg: _data_overrides(args, cfg), args.device)
     text = json.dumps(result, indent=2)
     if args.out:
@@ -220,9 +221,13 @@ def cmd_info(args) -> int:
 
 def cmd_bench(args) -> int:
     from .commands.bench import benchmark, format_table
+    from .engine.device import out_of_memory_hint
 
-    rows = benchmark(args.models, batch_size=args.batch_size, img_size=args.img_size,
-                     device=args.device, steps=args.steps, warmup=args.warmup)
+    if args.json_out:
+        check_writable(args.json_out, "--json")
+    with out_of_memory_hint(args.batch_size, args.img_size):
+        rows = benchmark(args.models, batch_size=args.batch_size, img_size=args.img_size,
+                         device=args.device, steps=args.steps, warmup=args.warmup)
     print(format_table(rows))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(rows, indent=2) + "\n")
@@ -255,6 +260,8 @@ def cmd_convert(args) -> int:
 def cmd_analyze(args) -> int:
     from .analysis import run_analysis
 
+    if args.out_dir:
+        check_writable(args.out_dir, "--out-dir", folder=True)
     pixels = None
     if args.pixels:
         try:
@@ -280,24 +287,32 @@ COMMANDS = {"train": cmd_train, "eval": cmd_eval, "models": cmd_models, "recipes
             "analyze": cmd_analyze}
 
 
+def _error(message) -> None:
+    print("attnzoo: error: " + " ".join(str(message).split()), file=sys.stderr)
+
+
 def main(argv=None) -> int:
+    """Run one command; returns the exit status (see the module docstring)."""
+    from .engine.train import TrainingDiverged
+
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except UserError as e:
-        print(f"attnzoo: error: {e}", file=sys.stderr)
+        _error(e)
         return 2
+    except OSError as e:  # a file the user named or a folder to write: unreadable, full, missing
+        if e.filename is None:
+            raise
+        _error(describe_os_error(e))
+        return 2
+    except TrainingDiverged as e:
+        _error(e)
+        return 1
     except KeyboardInterrupt:
         print("attnzoo: interrupted; `attnzoo train --resume auto` continues from the last "
               "checkpoint", file=sys.stderr)
         return 130
-    except Exception as e:  # noqa: BLE001 - training failures end with their message
-        from .engine.train import TrainingDiverged
-
-        if isinstance(e, TrainingDiverged):
-            print(f"attnzoo: error: {e}", file=sys.stderr)
-            return 1
-        raise
 
 
 if __name__ == "__main__":

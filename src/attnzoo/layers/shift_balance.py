@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError, choices_hint
+from ._checks import check_channels, check_input
 
 ACTIVATIONS = ("tanh", "sigmoid", "relu", "softmax", "linear")
 
@@ -46,6 +47,8 @@ class _PooledMLP(nn.Module):
 
     def __init__(self, channels: int, ratio: float, activation: str, init_std, what: str):
         super().__init__()
+        check_channels(what, channels=channels)
+        self.channels, self.what = channels, what
         if not ratio > 0:
             raise UserError(f"{what}: ratio must be positive, got {ratio}")
         hidden = int(ratio * channels)
@@ -86,6 +89,7 @@ class ShiftBalance(_PooledMLP):
         self.lam = nn.Parameter(torch.randn(1, channels))   # λ, per channel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(self.what, x, self.channels)
         shift = self.lam * self.attention(x)            # (N, C)
         return x + shift[:, :, None, None]
 
@@ -105,4 +109,5 @@ class BNSqueezeExcite(_PooledMLP):
         super().__init__(channels, ratio, "sigmoid", init_std, "SE (BatchNorm)")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(self.what, x, self.channels)
         return x * self.attention(x)[:, :, None, None]
