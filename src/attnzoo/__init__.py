@@ -11,7 +11,7 @@ import timm
 from . import models  # noqa: F401  (registers the networks)
 from .errors import UserError, choices_hint
 from .models import ATTNZOO_MODELS
-from .weights import load_failure, quiet_unpickler
+from .weights import check_torch_file, load_failure, quiet_unpickler
 
 __version__ = "0.1.0"
 __all__ = ["create_model", "list_models", "UserError", "__version__"]
@@ -59,6 +59,9 @@ def create_model(name: str, **kwargs):
     _check_common_kwargs(name, kwargs)
     kwargs.setdefault("pretrained", False)
     try:
+        weights = (kwargs.get("pretrained_cfg_overlay") or {}).get("file")
+        if kwargs["pretrained"] and weights and not str(weights).endswith(".safetensors"):
+            check_torch_file(weights)  # timm would unpickle a text file into an opcode error
         with quiet_unpickler():
             return timm.create_model(name, **kwargs)
     except UserError:

@@ -7,7 +7,6 @@ unexpected and mis-shaped keys named.
 """
 from __future__ import annotations
 
-import pickle
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,8 +45,20 @@ def read_state_dict(path, what: str = "checkpoint") -> dict:
 def torch_load(path):
     """torch.load without running pickled code; torch's warnings about a foreign file's pickle
     protocol are silenced, its refusal is the error (see `load_failure`)."""
+    check_torch_file(path)
     with quiet_unpickler():
         return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def check_torch_file(path) -> None:
+    """ValueError unless `path` starts as torch.save writes: a zip archive or a pickle (protocol 2+);
+    without it, a text file fails deep in the unpickler with a message about opcodes."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        raise EOFError("empty file")
+    if not (head.startswith(b"PK\x03\x04") or head[0] == 0x80):
+        raise ValueError("not a torch or safetensors weight file")
 
 
 @contextmanager
@@ -69,9 +80,6 @@ def load_failure(exc: BaseException) -> str:
                 + (f": {reason[0]}" if reason else ""))
     if isinstance(exc, EOFError):
         return f"{type(exc).__name__}: the file is empty or cut short"
-    if isinstance(exc, pickle.UnpicklingError) or (isinstance(exc, KeyError) and exc.args
-                                                    and isinstance(exc.args[0], int)):
-        return f"not a torch or safetensors weight file ({first_sentence(exc)})"  # e.g. a text file
     return first_sentence(exc)
 
 

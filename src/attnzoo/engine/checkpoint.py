@@ -21,8 +21,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from ..errors import UserError, file_errors, first_sentence
-from ..weights import describe_mismatch, load_state_strict, state_mismatch
+from ..errors import UserError, file_errors
+from ..weights import describe_mismatch, load_failure, load_state_strict, state_mismatch, torch_load
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -88,10 +88,10 @@ def load_training_state(path: Path) -> dict:
     if not path.is_file():
         raise UserError(f"checkpoint {path} is not a file; give a run's checkpoints/last.pt")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch_load(path)
     except Exception as e:  # noqa: BLE001 - empty or truncated file, foreign pickle, not a checkpoint
         raise UserError(f"checkpoint {path} cannot be read as an attnzoo training state "
-                        f"({first_sentence(e)})") from None
+                        f"({load_failure(e)})") from None
 
 
 def save_weights(path: Path, model: torch.nn.Module, config: dict | None = None) -> None:
@@ -183,7 +183,7 @@ def check_resumable(saved, path, config: dict, model: torch.nn.Module,
     except (TypeError, KeyError):
         saved_groups = None
     if saved_groups != groups:
-        differences.append(f"optimizer parameter groups {saved_groups} in the checkpoint, {groups} now")
+        differences.append(f"optimizer parameter groups sized {saved_groups} in the checkpoint, {groups} now")
     if differences:
         raise UserError(f"checkpoint {path} cannot continue this run: {'; '.join(differences)} "
                         "(resume with the config it was trained with, or start a new --name)")
