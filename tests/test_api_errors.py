@@ -20,6 +20,7 @@ from attnzoo.layers import LESA, LSAS, SAM, SE, BNSqueezeExcite, InterventionalC
     ("resnet20_cifar", {"in_chans": 0}, "in_chans must be an integer of at least 1"),
     ("lesa_resnet50", {"img_size": 0}, "img_size must be an integer of at least 1 (or a pair of them), got 0"),
     ("lesa_resnet50", {"img_size": "big"}, "img_size must be an integer of at least 1"),
+    ("resnet20_cifar", {"drop_rate": 2}, "drop_rate must be a number in [0.0, 1.0), got 2"),
     ("resnet20_cifar", {"no_such_option": 1}, "model 'resnet20_cifar':"),
 ])
 def test_create_model_arguments(name, kwargs, expected):

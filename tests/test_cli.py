@@ -47,6 +47,9 @@ def one_line_error(capsys, argv, expected: str):
     (["info", "resnet20_cifar", "--kwarg", "depth"], "--kwarg 'depth': expected KEY=VALUE, e.g. attn=se"),
     (["info", "resnet20_cifar", "--kwarg", "num_classes=abc"], "num_classes must be an integer of at least 0"),
     (["info", "senet_cifar", "--kwarg", "attn_kwargs={reduction: -4}"], "reduction must be positive, got -4"),
+    (["bench", "--models", "resnet20_cifar", "--steps", "0"], "argument --steps: must be at least 1, got 0"),
+    (["analyze", "--checkpoint", "x", "--num-samples", "-1"], "argument --num-samples: must be at least 0"),
+    (["compare", "--models", "resnet20_cifar", "--seeds", "two"], "argument --seeds: expected an integer"),
 ])
 def test_user_errors_are_one_line_exit_2(capsys, tmp_path, argv, expected):
     one_line_error(capsys, argv + ["--out-dir", str(tmp_path)] if argv[0] == "train" else argv, expected)

@@ -34,18 +34,21 @@ def check_model_name(name: str) -> None:
                         "(or any name in timm.list_models())")
 
 
-# Constructor options every network shares, checked here once: the least valid integer of each
+# Constructor options every network shares, checked here once: (type, least, greatest or None)
 # (num_classes 0: no classifier, as in timm). Model-specific options are checked by the model.
-_COMMON_INT_KWARGS = {"num_classes": 0, "in_chans": 1, "img_size": 1}
+_COMMON_KWARGS = {"num_classes": (int, 0, None), "in_chans": (int, 1, None), "img_size": (int, 1, None),
+                  "drop_rate": (float, 0.0, 1.0), "drop_path_rate": (float, 0.0, 1.0)}
 
 
 def _check_common_kwargs(name: str, kwargs: dict) -> None:
-    for key, least in _COMMON_INT_KWARGS.items():
+    for key, (kind, least, greatest) in _COMMON_KWARGS.items():
         value = kwargs.get(key)
         values = value if key == "img_size" and isinstance(value, (tuple, list)) else [value]
-        if value is not None and not all(isinstance(v, int) and not isinstance(v, bool) and v >= least
-                                         for v in values):
-            raise UserError(f"model '{name}': {key} must be an integer of at least {least}"
+        types = (int, float) if kind is float else (int,)
+        if value is not None and not all(isinstance(v, types) and not isinstance(v, bool) and v >= least
+                                         and (greatest is None or v < greatest) for v in values):
+            valid = f"an integer of at least {least}" if greatest is None else f"a number in [{least}, {greatest})"
+            raise UserError(f"model '{name}': {key} must be {valid}"
                             f"{' (or a pair of them)' if key == 'img_size' else ''}, got {value!r}")
 
 

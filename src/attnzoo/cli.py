@@ -19,6 +19,19 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message} (see `{self.prog} --help`)")
 
 
+def _at_least(least: int):
+    """An argparse type: an integer of at least `least` (refused by the parser, in one line)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+        return value
+    return parse
+
+
 def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
@@ -84,25 +97,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="params, FLOPs and per-stage layout of a model")
     p.add_argument("model")
-    p.add_argument("--img-size", type=int)
+    p.add_argument("--img-size", type=_at_least(1))
     p.add_argument("--num-classes", type=int)
     p.add_argument("--kwarg", action="append", default=[], metavar="KEY=VALUE",
                    help="constructor option, e.g. --kwarg attn=lsas_se")
 
     p = sub.add_parser("bench", help="train/inference img/s, peak memory, params, FLOPs")
     p.add_argument("--models", required=True, type=_csv, help="comma-separated model names")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--img-size", type=int)
+    p.add_argument("--batch-size", type=_at_least(1), default=32)
+    p.add_argument("--img-size", type=_at_least(1))
     p.add_argument("--device", default="cpu")
-    p.add_argument("--steps", type=int, default=10, help="timed steps per model")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps before timing")
+    p.add_argument("--steps", type=_at_least(1), default=10, help="timed steps per model")
+    p.add_argument("--warmup", type=_at_least(0), default=3, help="untimed steps before timing")
     p.add_argument("--json", dest="json_out", help="also write the rows as JSON here")
 
     p = sub.add_parser("compare", help="train several models with one recipe and seeds; "
                        "mean ± std table, JSON and plot")
     _add_run_options(p)
     p.add_argument("--models", required=True, type=_csv, help="comma-separated model names")
-    p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
+    p.add_argument("--seeds", type=_at_least(1), default=3, help="number of seeds (0..N-1)")
     p.add_argument("--analyze", action="store_true", help="add attention-bias columns")
     p.add_argument("--name", help="comparison folder name under the out dir")
 
@@ -118,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--data", help="dataset with boxes (default: the one it was trained on)")
     p.add_argument("--data-dir")
-    p.add_argument("--num-samples", type=int, default=0, help="0: the whole split")
+    p.add_argument("--num-samples", type=_at_least(0), default=0, help="0: the whole split")
     p.add_argument("--split", help="eval split to analyse (default: the first, e.g. test)")
     p.add_argument("--methods", type=_csv, default=["gradcam", "eigencam"],
                    help="class activation maps: gradcam, eigencam, scorecam")
@@ -127,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--boxes", help="box file for image folders (ImageNet LOC_val_solution.csv)")
     p.add_argument("--no-bias", action="store_true", help="maps only, no bias statistics")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=_at_least(1), default=256)
     p.add_argument("--out-dir", help="default: <run folder>/analysis")
     return parser
 
@@ -212,9 +225,11 @@ def cmd_recipes(args) -> int:
 
 def cmd_info(args) -> int:
     from .commands.info import format_info, model_info
+    from .engine.device import out_of_memory_hint
 
-    info = model_info(args.model, img_size=args.img_size, num_classes=args.num_classes,
-                      model_kwargs=_kwargs(args.kwarg))
+    with out_of_memory_hint(1, args.img_size):
+        info = model_info(args.model, img_size=args.img_size, num_classes=args.num_classes,
+                          model_kwargs=_kwargs(args.kwarg))
     print(format_info(info))
     return 0
 
@@ -238,10 +253,9 @@ def cmd_compare(args) -> int:
     from .commands.compare import compare
     from .engine.config import load_config
 
-    if args.seeds < 1:
-        raise UserError(f"--seeds {args.seeds}: at least one seed is needed")
     base = load_config(args.recipe, _run_overrides(args))
     out_dir = Path(base.out_dir) / (args.name or f"compare-{'-vs-'.join(args.models)}")
+    check_writable(out_dir, "comparison folder", folder=True)
     result = compare(args.models, list(range(args.seeds)), base, out_dir, analyze=args.analyze)
     print((out_dir / "comparison.md").read_text() if (out_dir / "comparison.md").exists()
           else json.dumps(result, indent=2))

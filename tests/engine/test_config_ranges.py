@@ -87,3 +87,15 @@ def test_scientific_notation_is_a_number_in_overrides_and_recipes(tmp_path, text
 def test_scientific_notation_leaves_other_strings_alone():
     cfg = load_config(None, ["paper.a=e5", "paper.b=5e", "paper.c=v1e3", "paper.d=1_000"])
     assert cfg.paper == {"a": "e5", "b": "5e", "c": "v1e3", "d": 1000}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("a: &a [1, 1, 1]\nb: &b [*a, *a, *a]\npaper: {x: *b}\n", "aliases (*name) are not accepted"),
+    ("paper: " + "[" * 5000 + "]" * 5000 + "\n", "RecursionError"),
+])
+def test_hostile_recipes_are_refused_in_one_line(tmp_path, text, message):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(text)
+    with pytest.raises(UserError, match="not valid YAML") as err:
+        load_config(str(recipe))
+    assert message in str(err.value) and "\n" not in str(err.value).replace("\\n", "")

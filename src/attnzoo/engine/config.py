@@ -196,8 +196,14 @@ def deep_merge(base: dict, extra: dict) -> dict:
 
 
 class YamlLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, except that numbers in scientific notation (5e-4, 1E6) are numbers:
-    PyYAML follows YAML 1.1, where a float needs a dot, and would read 5e-4 as a string."""
+    """PyYAML's safe loader, except that numbers in scientific notation (5e-4, 1E6) are numbers
+    (PyYAML follows YAML 1.1, where a float needs a dot, and would read 5e-4 as a string), and
+    aliases are refused: a config is copied as plain data, where nested aliases multiply."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.YAMLError(f"aliases (*name) are not accepted in a config{self.peek_event().start_mark}")
+        return super().compose_node(parent, index)
 
 
 YamlLoader.add_implicit_resolver(
@@ -218,7 +224,7 @@ def parse_override(item: str, flag: str = "--set") -> dict:
                         f"{'optim.lr=0.05' if flag == '--set' else 'attn=se'}")
     try:
         value = parse_yaml(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):  # not YAML: the text itself
         value = raw
     for part in reversed(key.strip().split(".")):
         value = {part: value}

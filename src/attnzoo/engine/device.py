@@ -32,14 +32,16 @@ def resolve_device(name, option: str = "device", local_rank: int | None = None) 
 
 @contextmanager
 def out_of_memory_hint(batch_size: int, img_size: int | None, batch_option: str = "--batch-size"):
-    """Turn torch's out-of-memory error inside the block into one UserError line naming the sizes
-    asked for and smaller ones to try."""
+    """Turn running out of memory inside the block (torch's OutOfMemoryError on a GPU, the CPU
+    allocator's RuntimeError) into one UserError line naming the sizes asked for and smaller ones."""
     try:
         yield
-    except torch.OutOfMemoryError:
+    except RuntimeError as e:
+        if not isinstance(e, torch.OutOfMemoryError) and "can't allocate memory" not in str(e):
+            raise
         size = f" and image size {img_size} px" if img_size else ""
-        if batch_size > 1:
-            hint = f"try {batch_option} {max(batch_size // 2, 1)}"
-        else:
-            hint = f"try a smaller image size ({max((img_size or 2) // 2, 1)} px)"
-        raise UserError(f"out of memory at batch size {batch_size}{size}; {hint}") from None
+        smaller_image = f"a smaller image size ({img_size // 2} px)" if img_size and img_size > 1 else ""
+        tries = ([f"{batch_option} {batch_size // 2}"] if batch_size > 1 else []) + (
+            [smaller_image] if smaller_image else [])
+        raise UserError(f"out of memory at batch size {batch_size}{size}; try "
+                        f"{' or '.join(tries) or 'a machine with more memory'}") from None

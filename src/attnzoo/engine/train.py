@@ -124,7 +124,8 @@ def _train(cfg: Config, resume, quiet: bool, dist: DistInfo) -> dict:
     saved = ckpt.load_training_state(resume_from) if resume_from else None
 
     check_model_name(cfg.model.name)  # before the data, which can take a while to load
-    bundle = build_data(cfg.data, train=True)
+    with out_of_memory_hint(cfg.data.batch_size, cfg.data.img_size):
+        bundle = build_data(cfg.data, train=True)
     cfg = copy.deepcopy(cfg)
     cfg.model.kwargs.setdefault("num_classes", bundle.num_classes)
     with out_of_memory_hint(cfg.data.batch_size, bundle.img_size):
