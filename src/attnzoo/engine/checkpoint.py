@@ -153,7 +153,6 @@ def load_model(path, map_location="cpu", **model_overrides):
     return model.to(map_location).eval(), cfg
 
 
-
 # Config keys a run can only be continued with unchanged: they decide what the saved states hold.
 RESUME_KEYS = ("model.name", "model.kwargs", "optim.name", "optim.decay_norm_and_bias", "schedule.name")
 TRAINING_STATE_KEYS = ("model", "optimizer", "scheduler", "scaler", "progress", "rng")
@@ -163,7 +162,8 @@ def check_resumable(saved, path, config: dict, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer) -> None:
     """UserError saying what differs unless the training state `saved` (read from `path`) fits this
     run's `config` (a config dict), model and optimizer; checked before anything is loaded."""
-    if not isinstance(saved, dict) or not all(k in saved for k in TRAINING_STATE_KEYS):
+    if not (isinstance(saved, dict) and all(k in saved for k in TRAINING_STATE_KEYS)
+            and isinstance(saved["model"], dict) and isinstance(saved["optimizer"], dict)):
         found = ", ".join(map(str, saved)) if isinstance(saved, dict) else type(saved).__name__
         raise UserError(f"checkpoint {path} is not an attnzoo training state (holds {found or 'nothing'}; "
                         f"expected {', '.join(TRAINING_STATE_KEYS)}): give a run's checkpoints/last.pt")
@@ -173,14 +173,13 @@ def check_resumable(saved, path, config: dict, model: torch.nn.Module,
             then, now = _lookup(saved["config"], key), _lookup(config, key)
             if then != now:
                 differences.append(f"{key} {then!r} in the checkpoint, {now!r} now")
-    mismatch = state_mismatch(unwrap(model).state_dict(), saved["model"]) if isinstance(
-        saved["model"], dict) else ([], [], ["model: not a state dict"])
+    mismatch = state_mismatch(unwrap(model).state_dict(), saved["model"])
     if any(mismatch):
         differences.append(f"weights: {describe_mismatch(*mismatch, shown=3)}")
     groups = [len(g["params"]) for g in optimizer.state_dict()["param_groups"]]
     try:
         saved_groups = [len(g["params"]) for g in saved["optimizer"]["param_groups"]]
-    except (TypeError, KeyError):
+    except (TypeError, KeyError):  # not an optimizer's state
         saved_groups = None
     if saved_groups != groups:
         differences.append(f"optimizer parameter groups sized {saved_groups} in the checkpoint, {groups} now")

@@ -108,6 +108,12 @@ def train(cfg: Config, resume: str | None = None, quiet: bool = False) -> dict:
     dist = init_distributed(resolve_device(cfg.train.device, "train.device").type)
     try:
         return _train(cfg, resume, quiet, dist)
+    except TrainingDiverged as e:
+        last_path = cfg.run_dir / "checkpoints" / "last.pt"
+        kept = (f"{last_path} still holds the last good state" if last_path.exists()
+                else "no checkpoint had been written yet")
+        raise TrainingDiverged(f"{e}; stopped without saving, {kept} (lower optim.lr, enable "
+                               "optim.clip_grad, or use train.amp=none)") from None
     finally:
         cleanup()
 
@@ -190,16 +196,9 @@ def _train(cfg: Config, resume, quiet: bool, dist: DistInfo) -> dict:
                 train_loader.set_epoch(epoch)
                 lr = optimizer.param_groups[0]["lr"]  # the lr this epoch starts with
                 t0 = time.time()
-                try:
-                    loss, images, hit_max = train_one_epoch(
-                        train_model, criterion, optimizer, scheduler, scaler, train_loader, device,
-                        epoch, state, cfg, ema=ema, world_size=dist.world_size,
-                        show_progress=dist.is_main and not quiet)
-                except TrainingDiverged as e:
-                    kept = (f"{last_path} still holds the last good state" if last_path.exists()
-                            else "no checkpoint had been written yet")
-                    raise TrainingDiverged(f"{e}; stopped without saving, {kept} (lower optim.lr, "
-                                           "enable optim.clip_grad, or use train.amp=none)") from None
+                loss, images, hit_max = train_one_epoch(
+                    train_model, criterion, optimizer, scheduler, scaler, train_loader, device, epoch,
+                    state, cfg, ema=ema, world_size=dist.world_size, show_progress=dist.is_main and not quiet)
                 seconds = time.time() - t0
                 state.train_time += seconds
                 state.train_images += images
@@ -331,7 +330,7 @@ def train_one_epoch(model, criterion, optimizer, scheduler, scaler, loader, devi
         steps += 1
         seen += images.shape[0] * world_size
         total_loss += loss_value
-        if hasattr(bar, "set_postfix") and (steps % max(cfg.train.log_every, 1) == 0 or steps == 1):
+        if hasattr(bar, "set_postfix") and (steps % cfg.train.log_every == 0 or steps == 1):
             bar.set_postfix(loss=f"{loss_value:.3f}", img_s=f"{seen / (time.time() - t0):.0f}",
                             lr=f"{optimizer.param_groups[0]['lr']:.3g}")
         if cfg.train.max_steps and state.step >= cfg.train.max_steps:
