@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from attnzoo.engine.rundir import open_run_dir
+from attnzoo.engine.rundir import checkpoint_to_resume, prepare_run_dir
 from attnzoo.engine.train import train
 from attnzoo.errors import UserError
 
@@ -57,7 +57,7 @@ def test_a_stray_file_also_keeps_the_folder(tmp_path):
     run_dir.mkdir()
     (run_dir / "notes.txt").write_text("mine")
     with pytest.raises(UserError, match=r"already holds a run \(notes.txt\)"):
-        open_run_dir(run_dir, None)
+        checkpoint_to_resume(run_dir, None)
 
 
 @pytest.mark.parametrize("keep", [[p for p in RUN_PARTS if p != "checkpoints/last.pt"],
@@ -74,7 +74,7 @@ def test_resume_auto_without_last_pt_refuses_to_restart_over_results(finished, t
 def test_resume_auto_restarts_a_run_that_finished_no_epoch(finished, tmp_path, keep):
     cfg = _keep_only(finished, tmp_path, keep)
     (cfg.run_dir / "metrics.jsonl").write_text("")  # killed during its first epoch
-    assert open_run_dir(cfg.run_dir, "auto") is None
+    assert checkpoint_to_resume(cfg.run_dir, "auto") is None
 
 
 def test_resume_auto_continues_from_last_pt_and_clears_stale_temporary_files(finished, tmp_path):
@@ -82,7 +82,8 @@ def test_resume_auto_continues_from_last_pt_and_clears_stale_temporary_files(fin
     stale = [cfg.run_dir / "checkpoints" / ".last.pt.k1ll3d.tmp", cfg.run_dir / ".summary.json.x.tmp"]
     for path in stale:
         path.write_bytes(b"")  # what a SIGKILL during a save leaves behind
-    assert open_run_dir(cfg.run_dir, "auto") == cfg.run_dir / "checkpoints" / "last.pt"
+    assert checkpoint_to_resume(cfg.run_dir, "auto") == cfg.run_dir / "checkpoints" / "last.pt"
+    prepare_run_dir(cfg.run_dir)  # what train does next
     assert not any(path.exists() for path in stale)
     assert (cfg.run_dir / "checkpoints" / "last.pt").stat().st_size > 0
 
@@ -95,16 +96,17 @@ def test_an_empty_folder_or_leftover_temporaries_start_a_new_run(tmp_path, conte
         path = run_dir / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.mkdir() if rel.endswith("/") else path.write_bytes(b"")
-    assert open_run_dir(run_dir, None) is None
+    assert checkpoint_to_resume(run_dir, None) is None
+    prepare_run_dir(run_dir)
     assert not list(run_dir.rglob("*.tmp"))
 
 
 def test_resume_from_a_path_never_writes_into_another_run(finished, tmp_path):
     other = _keep_only(finished, tmp_path, ["summary.json"]).run_dir
     with pytest.raises(UserError, match="already holds another run"):
-        open_run_dir(other, str(finished / "checkpoints" / "last.pt"))
+        checkpoint_to_resume(other, str(finished / "checkpoints" / "last.pt"))
     fresh = tmp_path / "fork"
-    assert open_run_dir(fresh, str(finished / "checkpoints" / "last.pt")) == finished / "checkpoints" / "last.pt"
-    assert open_run_dir(finished, str(finished / "checkpoints" / "last.pt")) is not None
+    assert checkpoint_to_resume(fresh, str(finished / "checkpoints" / "last.pt")) == finished / "checkpoints" / "last.pt"
+    assert checkpoint_to_resume(finished, str(finished / "checkpoints" / "last.pt")) is not None
     with pytest.raises(UserError, match="no such checkpoint file"):
-        open_run_dir(fresh, str(tmp_path / "missing.pt"))
+        checkpoint_to_resume(fresh, str(tmp_path / "missing.pt"))

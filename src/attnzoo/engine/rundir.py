@@ -14,10 +14,9 @@ from ..errors import UserError, check_writable, file_errors
 LAST = Path("checkpoints") / "last.pt"
 
 
-def open_run_dir(run_dir: Path, resume: str | None, writer: bool = True) -> Path | None:
-    """Check that `run_dir` may be written for `resume` (None, 'auto' or a last.pt path), then
-    (as the `writer` process) create it and clear stale temporary files. Returns the checkpoint
-    to continue from, None for a fresh start."""
+def checkpoint_to_resume(run_dir: Path, resume: str | None) -> Path | None:
+    """Check that `run_dir` may be written for `resume` (None, 'auto' or a last.pt path); returns
+    the checkpoint to continue from, None for a fresh start. Reads only."""
     run_dir = Path(run_dir)
     held = run_contents(run_dir)
     last = run_dir / LAST
@@ -39,12 +38,16 @@ def open_run_dir(run_dir: Path, resume: str | None, writer: bool = True) -> Path
         if held and not (last.exists() and last.resolve() == checkpoint.resolve()):
             raise UserError(f"run folder {run_dir} already holds another run ({', '.join(held)}); "
                             f"to continue {checkpoint} choose a new --name")
-    if writer:
-        check_writable(run_dir / "checkpoints", "run folder", folder=True)
-        with file_errors(f"clean up run folder {run_dir}"):
-            for stale in [*run_dir.glob(".*.tmp"), *(run_dir / "checkpoints").glob(".*.tmp")]:
-                stale.unlink()  # a save killed half way (see checkpoint.atomic_write)
     return checkpoint
+
+
+def prepare_run_dir(run_dir: Path) -> None:
+    """Create the run folder (making sure it can be written) and clear the temporary files of
+    saves killed half way (see checkpoint.atomic_write); once `checkpoint_to_resume` allowed it."""
+    check_writable(run_dir / "checkpoints", "run folder", folder=True)
+    with file_errors(f"clean up run folder {run_dir}"):
+        for stale in [*run_dir.glob(".*.tmp"), *(run_dir / "checkpoints").glob(".*.tmp")]:
+            stale.unlink()
 
 
 def run_contents(run_dir: Path) -> list[str]:

@@ -2,7 +2,7 @@
 
 Only rank 0 writes. metrics.jsonl gets one JSON object per epoch and is cut back to the resumed
 epoch on resume, so a resumed run's log reads as if it had never stopped (that a new run never
-meets an earlier run's log is `rundir.open_run_dir`'s guard). A file-system fault while writing is
+meets an earlier run's log is the guard of `rundir`). A file-system fault while writing is
 one UserError line. An epoch's `lr` is the learning rate of its first step.
 """
 from __future__ import annotations

@@ -30,7 +30,7 @@ from .distributed import DistInfo, broadcast_flag, cleanup, init_distributed
 from .evaluate import autocast, evaluate
 from .losses import build_loss
 from .optim import build_optimizer, build_scheduler
-from .rundir import open_run_dir
+from .rundir import checkpoint_to_resume, prepare_run_dir
 from .runlog import RunLog, format_table
 
 
@@ -126,7 +126,11 @@ def _train(cfg: Config, resume, quiet: bool, dist: DistInfo) -> dict:
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     run_dir = cfg.run_dir
     last_path = run_dir / "checkpoints" / "last.pt"
-    resume_from = open_run_dir(run_dir, resume, writer=dist.is_main)  # before the data: fail fast
+    resume_from = checkpoint_to_resume(run_dir, resume)  # before the data: fail fast
+    if dist.enabled:
+        torch.distributed.barrier()  # every process has checked the folder before one writes to it
+    if dist.is_main:
+        prepare_run_dir(run_dir)
     saved = ckpt.load_training_state(resume_from) if resume_from else None
 
     check_model_name(cfg.model.name)  # before the data, which can take a while to load
