@@ -55,8 +55,8 @@ def _check_common_kwargs(name: str, kwargs: dict) -> None:
 def create_model(name: str, **kwargs):
     """Build a registered network (attnzoo's or timm's) by name; kwargs go to its constructor.
 
-    An unknown name, a bad shared option (num_classes, in_chans, img_size) or pretrained weights
-    that cannot be loaded raise `UserError` saying what is valid.
+    An unknown name, a bad shared option (num_classes, in_chans, img_size, drop rates) or
+    pretrained weights that cannot be loaded raise `UserError` saying what is valid.
     """
     check_model_name(name)
     _check_common_kwargs(name, kwargs)

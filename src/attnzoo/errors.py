@@ -6,7 +6,10 @@ status 2, never a traceback. Library callers get an ordinary exception (a `Value
 from __future__ import annotations
 
 import errno
+import os
+import tempfile
 from contextlib import contextmanager
+from pathlib import Path
 
 
 class UserError(ValueError):
@@ -50,8 +53,9 @@ _OS_HINTS = {
 }
 
 
-def describe_os_error(exc: OSError) -> str:
-    where = f"{exc.filename}: " if exc.filename else ""
+def describe_os_error(exc: OSError, context: str = "") -> str:
+    """'file: reason (what to do)'; the file left out when `context` already names it."""
+    where = f"{exc.filename}: " if exc.filename and str(exc.filename) not in context else ""
     why = exc.strerror or first_sentence(exc)
     hint = _OS_HINTS.get(exc.errno)
     return f"{where}{why}" + (f" ({hint})" if hint else "")
@@ -64,17 +68,13 @@ def file_errors(action: str):
     try:
         yield
     except OSError as e:
-        raise UserError(f"cannot {action}: {describe_os_error(e)}") from None
+        raise UserError(f"cannot {action}: {describe_os_error(e, action)}") from None
 
 
 def check_writable(path, option: str, folder: bool = False) -> None:
     """Before a long job, make sure its output `path` (a file, or a folder when `folder`) can be
     written: refuse a folder where a file is needed and the other way round, a missing or
     read-only parent, and names the file system refuses. Creates the folder when `folder`."""
-    import os
-    import tempfile
-    from pathlib import Path
-
     path = Path(path)
     with file_errors(f"write {option} {path}"):
         if folder:
