@@ -38,6 +38,18 @@ def one_line_error(capsys, argv, expected: str):
     (["models", "zzz*"], "no attnzoo model matches"),
     (["convert", "--from", "nowhere", "x.pt", "--model", "resnet20_cifar", "--out", "y.safetensors"],
      "unknown --from 'nowhere'"),
+    (["train", "--model", ""], "a model name is a non-empty string, got ''"),
+    (["train", "--name", ""], "name '': a run name is one folder name"),
+    (["train", "--data", "cifar11", "--set", "data.options.num_train=8"], "unknown dataset 'cifar11'; did you mean"),
+    (["train", "--set", "optim.lr=5e-4", "--set", "optim.weight_decay=-1e-4"],
+     "optim.weight_decay must be at least 0, got -0.0001"),
+    (["train", "--set", "optim.lr=.nan"], "optim.lr: expected a finite number, got nan"),
+    (["info", "resnet20_cifar", "--kwarg", "depth"], "--kwarg 'depth': expected KEY=VALUE, e.g. attn=se"),
+    (["info", "resnet20_cifar", "--kwarg", "num_classes=abc"], "num_classes must be an integer of at least 0"),
+    (["info", "senet_cifar", "--kwarg", "attn_kwargs={reduction: -4}"], "reduction must be positive, got -4"),
+    (["bench", "--models", "resnet20_cifar", "--steps", "0"], "argument --steps: must be at least 1, got 0"),
+    (["analyze", "--checkpoint", "x", "--num-samples", "-1"], "argument --num-samples: must be at least 0"),
+    (["compare", "--models", "resnet20_cifar", "--seeds", "two"], "argument --seeds: expected an integer"),
 ])
 def test_user_errors_are_one_line_exit_2(capsys, tmp_path, argv, expected):
     one_line_error(capsys, argv + ["--out-dir", str(tmp_path)] if argv[0] == "train" else argv, expected)
@@ -67,3 +79,43 @@ def test_eval_refuses_a_corrupt_checkpoint_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
     assert "not a readable safetensors file" in proc.stderr
+
+
+def test_exit_status_1_for_a_failed_run_and_130_for_an_interruption(capsys, monkeypatch):
+    import attnzoo.engine.train as T
+
+    def diverges(*args, **kwargs):
+        raise T.TrainingDiverged("loss became nan at epoch 1, step 3")
+
+    monkeypatch.setattr(T, "train", diverges)
+    assert main(["train"]) == 1
+    assert capsys.readouterr().err == "attnzoo: error: loss became nan at epoch 1, step 3\n"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(T, "train", interrupted)
+    assert main(["train"]) == 130
+    assert "--resume auto" in capsys.readouterr().err
+
+    def bug(*args, **kwargs):
+        raise ZeroDivisionError("a bug keeps its traceback")
+
+    monkeypatch.setattr(T, "train", bug)
+    with pytest.raises(ZeroDivisionError):
+        main(["train"])
+
+
+def test_shortcut_values_stay_strings_and_scientific_numbers_are_numbers(monkeypatch):
+    import attnzoo.engine.train as T
+
+    seen = {}
+
+    def fake_train(cfg, **kwargs):
+        seen["cfg"] = cfg
+        return {}
+
+    monkeypatch.setattr(T, "train", fake_train)
+    assert main(["train", "--name", "2024", "--data-dir", "1e5", "--set", "optim.lr=5e-4"]) == 0
+    cfg = seen["cfg"]
+    assert cfg.name == "2024" and cfg.data.root == "1e5" and cfg.optim.lr == 5e-4

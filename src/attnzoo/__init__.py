@@ -5,6 +5,7 @@
 attnzoo block into a built network, and `create_model("resnet18+lsas_se")` does both at once.
 """
 import fnmatch
+import pickle
 
 import timm
 
@@ -13,6 +14,7 @@ from .errors import UserError
 from .layers import get_attn
 from .models import ATTNZOO_MODELS
 from .models.surgery import add_attention, load_host_weights, split_model_name
+from .weights import check_torch_file, load_failure, quiet_unpickler
 
 __version__ = "0.1.0"
 __all__ = ["add_attention", "create_model", "get_attn", "list_models", "load_host_weights",
@@ -33,16 +35,48 @@ def check_model_name(name: str) -> None:
     split_model_name(name)
 
 
+# Constructor options every network shares, checked here once: (type, least, greatest or None)
+# (num_classes 0: no classifier, as in timm). Model-specific options are checked by the model.
+_COMMON_KWARGS = {"num_classes": (int, 0, None), "in_chans": (int, 1, None), "img_size": (int, 1, None),
+                  "drop_rate": (float, 0.0, 1.0), "drop_path_rate": (float, 0.0, 1.0)}
+
+
+def _check_common_kwargs(name: str, kwargs: dict) -> None:
+    for key, (kind, least, greatest) in _COMMON_KWARGS.items():
+        value = kwargs.get(key)
+        values = value if key == "img_size" and isinstance(value, (tuple, list)) else [value]
+        types = (int, float) if kind is float else (int,)
+        if value is not None and not all(isinstance(v, types) and not isinstance(v, bool) and v >= least
+                                         and (greatest is None or v < greatest) for v in values):
+            valid = f"an integer of at least {least}" if greatest is None else f"a number in [{least}, {greatest})"
+            raise UserError(f"model '{name}': {key} must be {valid}"
+                            f"{' (or a pair of them)' if key == 'img_size' else ''}, got {value!r}")
+
+
 def create_model(name: str, **kwargs):
     """Build a registered network (attnzoo's or timm's) by name; kwargs go to its constructor.
 
     'host+block' (e.g. 'resnet18+lsas_se') builds the host and inserts the block with
-    `add_attention`'s defaults. An unknown name raises `UserError` naming the closest names.
+    `add_attention`'s defaults. An unknown name, a bad shared option (num_classes, in_chans,
+    img_size, drop rates) or pretrained weights that cannot be loaded raise `UserError` saying
+    what is valid.
     """
     host, block = split_model_name(name)
+    _check_common_kwargs(name, kwargs)
     kwargs.setdefault("pretrained", False)
     try:
-        model = timm.create_model(host, **kwargs)
+        weights = (kwargs.get("pretrained_cfg_overlay") or {}).get("file")
+        if kwargs["pretrained"] and weights and not str(weights).endswith(".safetensors"):
+            check_torch_file(weights)  # timm would unpickle a text file into an opcode error
+        with quiet_unpickler():
+            model = timm.create_model(host, **kwargs)
+    except UserError:
+        raise
     except TypeError as e:  # an option the constructor does not take
         raise UserError(f"model '{host}': {e}") from None
+    except (RuntimeError, OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as e:
+        # with pretrained weights: a text file, another architecture, a refused pickle
+        if not kwargs["pretrained"]:
+            raise
+        raise UserError(f"model '{host}': its pretrained weights cannot be loaded ({load_failure(e)})") from None
     return add_attention(model, block)[0] if block else model

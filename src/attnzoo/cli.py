@@ -1,5 +1,9 @@
-"""The `attnzoo` command. Thin: it parses arguments and calls the library; every user error ends
-with one line on stderr and exit status 2."""
+"""The `attnzoo` command. Thin: it parses arguments and calls the library.
+
+Exit status: 0 success; 1 a failed run (the loss diverged); 2 a user error (a bad name, value,
+file, path or a size that does not fit in memory), one line on stderr and never a traceback;
+130 interrupted (Ctrl-C). Anything else is a bug and shows its traceback.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,12 +11,25 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, check_writable, describe_os_error
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line instead of argparse's usage block
         raise UserError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
+def _at_least(least: int):
+    """An argparse type: an integer of at least `least` (refused by the parser, in one line)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+        return value
+    return parse
 
 
 def _csv(text: str) -> list[str]:
@@ -38,16 +55,11 @@ def _run_overrides(args) -> list[str]:
     pairs = {"data.name": args.data, "data.root": args.data_dir, "schedule.epochs": args.epochs,
              "data.batch_size": args.batch_size, "optim.lr": args.lr, "train.device": args.device,
              "out_dir": args.out_dir}
-    sets = [f"{k}={v}" for k, v in pairs.items() if v is not None]
-    if getattr(args, "model", None):
-        sets.append(f"model.name={args.model}")
-    if getattr(args, "pretrained", None):
-        sets.append(f"model.pretrained={args.pretrained}")
-    if getattr(args, "seed", None) is not None:
-        sets.append(f"train.seed={args.seed}")
-    if getattr(args, "name", None):
-        sets.append(f"name={args.name}")
-    return sets + args.overrides
+    pairs.update({"model.name": getattr(args, "model", None), "train.seed": getattr(args, "seed", None),
+                  "model.pretrained": getattr(args, "pretrained", None), "name": getattr(args, "name", None)})
+    # strings quoted, so '--name 2024' stays a name and '--model ""' is refused, not the default
+    return [f"{k}={json.dumps(v) if isinstance(v, str) else v}" for k, v in pairs.items()
+            if v is not None] + args.overrides
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="params, FLOPs and per-stage layout of a model")
     p.add_argument("model")
-    p.add_argument("--img-size", type=int)
+    p.add_argument("--img-size", type=_at_least(1))
     p.add_argument("--num-classes", type=int)
     p.add_argument("--kwarg", action="append", default=[], metavar="KEY=VALUE",
                    help="constructor option, e.g. --kwarg attn=lsas_se")
@@ -93,11 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="train/inference img/s, peak memory, params, FLOPs")
     p.add_argument("--models", required=True, type=_csv, help="comma-separated model names; "
                    "host+block inserts a block, e.g. resnet18,resnet18+lsas_se")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--img-size", type=int)
+    p.add_argument("--batch-size", type=_at_least(1), default=32)
+    p.add_argument("--img-size", type=_at_least(1))
     p.add_argument("--device", default="cpu")
-    p.add_argument("--steps", type=int, default=10, help="timed steps per model")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps before timing")
+    p.add_argument("--steps", type=_at_least(1), default=10, help="timed steps per model")
+    p.add_argument("--warmup", type=_at_least(0), default=3, help="untimed steps before timing")
     p.add_argument("--json", dest="json_out", help="also write the rows as JSON here")
 
     p = sub.add_parser("compare", help="train several models with one recipe and seeds; "
@@ -105,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p)
     p.add_argument("--models", required=True, type=_csv, help="comma-separated model names; "
                    "host+block inserts a block, e.g. resnet18,resnet18+lsas_se")
-    p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
+    p.add_argument("--seeds", type=_at_least(1), default=3, help="number of seeds (0..N-1)")
     p.add_argument("--analyze", action="store_true", help="add attention-bias columns")
     p.add_argument("--name", help="comparison folder name under the out dir")
 
@@ -121,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--data", help="dataset with boxes (default: the one it was trained on)")
     p.add_argument("--data-dir")
-    p.add_argument("--num-samples", type=int, default=0, help="0: the whole split")
+    p.add_argument("--num-samples", type=_at_least(0), default=0, help="0: the whole split")
     p.add_argument("--split", help="eval split to analyse (default: the first, e.g. test)")
     p.add_argument("--methods", type=_csv, default=["gradcam", "eigencam"],
                    help="class activation maps: gradcam, eigencam, scorecam")
@@ -130,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--boxes", help="box file for image folders (ImageNet LOC_val_solution.csv)")
     p.add_argument("--no-bias", action="store_true", help="maps only, no bias statistics")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=_at_least(1), default=256)
     p.add_argument("--out-dir", help="default: <run folder>/analysis")
     return parser
 
@@ -140,7 +152,7 @@ def _kwargs(items: list[str]) -> dict:
 
     out = {}
     for item in items:
-        out.update(parse_override(item))
+        out.update(parse_override(item, flag="--kwarg"))
     return out
 
 
@@ -175,6 +187,8 @@ def _data_overrides(args, cfg) -> None:
 def cmd_eval(args) -> int:
     from .engine.evaluate import evaluate_checkpoint
 
+    if args.out:
+        check_writable(args.out, "--out")
     result = evaluate_checkpoint(args.checkpoint, lambda cfg: _data_overrides(args, cfg), args.device)
     text = json.dumps(result, indent=2)
     if args.out:
@@ -213,18 +227,24 @@ def cmd_recipes(args) -> int:
 
 def cmd_info(args) -> int:
     from .commands.info import format_info, model_info
+    from .engine.device import out_of_memory_hint
 
-    info = model_info(args.model, img_size=args.img_size, num_classes=args.num_classes,
-                      model_kwargs=_kwargs(args.kwarg))
+    with out_of_memory_hint(1, args.img_size):
+        info = model_info(args.model, img_size=args.img_size, num_classes=args.num_classes,
+                          model_kwargs=_kwargs(args.kwarg))
     print(format_info(info))
     return 0
 
 
 def cmd_bench(args) -> int:
     from .commands.bench import benchmark, format_table
+    from .engine.device import out_of_memory_hint
 
-    rows = benchmark(args.models, batch_size=args.batch_size, img_size=args.img_size,
-                     device=args.device, steps=args.steps, warmup=args.warmup)
+    if args.json_out:
+        check_writable(args.json_out, "--json")
+    with out_of_memory_hint(args.batch_size, args.img_size):
+        rows = benchmark(args.models, batch_size=args.batch_size, img_size=args.img_size,
+                         device=args.device, steps=args.steps, warmup=args.warmup)
     print(format_table(rows))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(rows, indent=2) + "\n")
@@ -235,10 +255,9 @@ def cmd_compare(args) -> int:
     from .commands.compare import compare
     from .engine.config import load_config
 
-    if args.seeds < 1:
-        raise UserError(f"--seeds {args.seeds}: at least one seed is needed")
     base = load_config(args.recipe, _run_overrides(args))
     out_dir = Path(base.out_dir) / (args.name or f"compare-{'-vs-'.join(args.models)}")
+    check_writable(out_dir, "comparison folder", folder=True)
     result = compare(args.models, list(range(args.seeds)), base, out_dir, analyze=args.analyze)
     print((out_dir / "comparison.md").read_text() if (out_dir / "comparison.md").exists()
           else json.dumps(result, indent=2))
@@ -257,6 +276,8 @@ def cmd_convert(args) -> int:
 def cmd_analyze(args) -> int:
     from .analysis import run_analysis
 
+    if args.out_dir:
+        check_writable(args.out_dir, "--out-dir", folder=True)
     pixels = None
     if args.pixels:
         try:
@@ -282,24 +303,32 @@ COMMANDS = {"train": cmd_train, "eval": cmd_eval, "models": cmd_models, "recipes
             "analyze": cmd_analyze}
 
 
+def _error(message) -> None:
+    print("attnzoo: error: " + " ".join(str(message).split()), file=sys.stderr)
+
+
 def main(argv=None) -> int:
+    """Run one command; returns the exit status (see the module docstring)."""
+    from .engine.train import TrainingDiverged
+
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except UserError as e:
-        print(f"attnzoo: error: {e}", file=sys.stderr)
+        _error(e)
         return 2
+    except OSError as e:  # a file the user named or a folder to write: unreadable, full, missing
+        if e.filename is None:
+            raise
+        _error(describe_os_error(e))
+        return 2
+    except TrainingDiverged as e:
+        _error(e)
+        return 1
     except KeyboardInterrupt:
         print("attnzoo: interrupted; `attnzoo train --resume auto` continues from the last "
               "checkpoint", file=sys.stderr)
         return 130
-    except Exception as e:  # noqa: BLE001 - training failures end with their message
-        from .engine.train import TrainingDiverged
-
-        if isinstance(e, TrainingDiverged):
-            print(f"attnzoo: error: {e}", file=sys.stderr)
-            return 1
-        raise
 
 
 if __name__ == "__main__":

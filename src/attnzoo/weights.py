@@ -7,12 +7,14 @@ unexpected and mis-shaped keys named.
 """
 from __future__ import annotations
 
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .errors import UserError
+from .errors import UserError, first_sentence
 
 CONTAINER_KEYS = ("state_dict", "model", "model_state_dict", "net", "state_dict_ema", "model_ema")
 
@@ -28,11 +30,9 @@ def read_state_dict(path, what: str = "checkpoint") -> dict:
 
             obj = load_file(str(path))
         else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj = torch_load(path)
     except Exception as e:  # noqa: BLE001 - truncated file, foreign pickle, not a checkpoint
-        first = str(e).splitlines()[0][:160] if str(e) else ""
-        raise UserError(f"{what} {path} cannot be read safely as a state dict "
-                        f"({type(e).__name__}: {first})") from None
+        raise UserError(f"{what} {path} cannot be read safely as a state dict ({load_failure(e)})") from None
     for key in CONTAINER_KEYS:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -40,6 +40,47 @@ def read_state_dict(path, what: str = "checkpoint") -> dict:
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise UserError(f"{what} {path} holds no state dict of tensors")
     return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def torch_load(path):
+    """torch.load without running pickled code; torch's warnings about a foreign file's pickle
+    protocol are silenced, its refusal is the error (see `load_failure`)."""
+    check_torch_file(path)
+    with quiet_unpickler():
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def check_torch_file(path) -> None:
+    """ValueError unless `path` starts as torch.save writes: a zip archive or a pickle (protocol 2+);
+    without it, a text file fails deep in the unpickler with a message about opcodes."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        raise EOFError("empty file")
+    if not (head.startswith(b"PK\x03\x04") or head[0] == 0x80):
+        raise ValueError("not a torch or safetensors weight file")
+
+
+@contextmanager
+def quiet_unpickler():
+    """Silence torch's warning about a foreign file's pickle protocol (its refusal is the error)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol")
+        yield
+
+
+def load_failure(exc: BaseException) -> str:
+    """Why torch.load(weights_only=True) or safetensors refused a file, as one whole sentence."""
+    text = str(exc)
+    if "Weights only load failed" in text or "weights_only=True blocked" in text:
+        # torch's refusal spans paragraphs; keep only its reason
+        reason = [line.strip() for line in text.split("WeightsUnpickler error:", 1)[-1].splitlines()
+                  if line.strip()] if "WeightsUnpickler error:" in text else []
+        return ("it holds pickled Python objects other than tensors, which attnzoo never runs"
+                + (f": {reason[0]}" if reason else ""))
+    if isinstance(exc, EOFError):
+        return f"{type(exc).__name__}: the file is empty or cut short"
+    return first_sentence(exc)
 
 
 def state_mismatch(own: dict, state: dict) -> tuple[list, list, list]:

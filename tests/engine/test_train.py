@@ -41,15 +41,6 @@ def test_run_folder_has_everything_design_names(tmp_path):
     assert loaded_cfg.model.name == "resnet_cifar" and model.num_classes == 10
 
 
-def test_existing_run_is_never_overwritten(tmp_path):
-    cfg = tiny_config(tmp_path, schedule={"epochs": 1})
-    train(cfg, quiet=True)
-    before = (cfg.run_dir / "checkpoints" / "last.pt").read_bytes()
-    with pytest.raises(UserError, match="already holds a run; continue it with --resume auto"):
-        train(cfg, quiet=True)
-    assert (cfg.run_dir / "checkpoints" / "last.pt").read_bytes() == before
-
-
 def _run_script(*parts: str, tmp_path: Path) -> subprocess.CompletedProcess:
     code = "".join(textwrap.dedent(p) for p in parts)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
@@ -105,16 +96,16 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     assert [json.loads(r)["epoch"] for r in rows] == [1, 2, 3]
 
 
-def test_kill_during_save_keeps_previous_checkpoint(tmp_path):
+def test_kill_during_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
     ckpt.save_training_state(path, {"step": torch.tensor(1)})
 
-    def dies_halfway(tmp):
-        Path(tmp).write_bytes(b"partial")
-        raise KeyboardInterrupt  # the process is stopped in the middle of writing
+    def dies_halfway(fd):
+        raise KeyboardInterrupt  # the process is stopped after writing, before the rename
 
+    monkeypatch.setattr(ckpt.os, "fsync", dies_halfway)
     with pytest.raises(KeyboardInterrupt):
-        ckpt.atomic_write(path, dies_halfway)
+        ckpt.save_training_state(path, {"step": torch.tensor(2)})
     assert ckpt.load_training_state(path)["step"].item() == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
@@ -207,3 +198,10 @@ def test_a_timm_model_trains_by_name(tmp_path):
     cfg.model.kwargs = {}
     summary = train(cfg, quiet=True)
     assert summary["model"] == "resnet10t" and summary["params"] > 1e6
+
+
+def test_metrics_record_the_lr_each_epoch_trained_with(tmp_path):
+    cfg = tiny_config(tmp_path, schedule={"name": "multistep", "milestones": [1], "gamma": 0.1})
+    train(cfg, quiet=True)
+    rows = [json.loads(line) for line in (cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in rows] == pytest.approx([0.05, 0.005])  # the drop shows at epoch 2

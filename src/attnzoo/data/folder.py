@@ -102,6 +102,11 @@ def build_folder(cfg, train: bool, name: str = "imagefolder"):
         samples = _scan(train_dir, classes)
         if not samples:
             raise UserError(f"{title} under {root}: no images in {train_dir}/<class>/; {_how(root)}")
+        empty = sorted(set(classes) - {classes[t] for _, t in samples})
+        if empty:  # it would become a class the network can never learn
+            raise UserError(f"{title} under {root}: class folder(s) of {train_dir} without images: "
+                            f"{', '.join(empty[:5])}{' ...' if len(empty) > 5 else ''}; add images "
+                            "or remove the folder")
         train_set = ImageFolderDataset(samples, classes, image_transform(cfg.augment, size, True), f"{name}/train")
     val_samples = _scan(val_dir, classes)
     if not val_samples:

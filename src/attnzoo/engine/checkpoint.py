@@ -9,6 +9,7 @@ during a save leaves the previous checkpoint intact.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
@@ -18,26 +19,32 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
-from ..errors import UserError
-from ..weights import load_state_strict  # noqa: F401  (re-exported for callers)
+from ..errors import UserError, file_errors
+from ..weights import describe_mismatch, load_failure, load_state_strict, state_mismatch, torch_load
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call `write(tmp_path)` then atomically rename the finished file onto `path`."""
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path`, then rename it onto `path`.
+
+    The bytes are made in memory first and written with Python's own file calls, so a full disk
+    is an OSError (torch.save writing to a path reports it as an unrelated RuntimeError); any
+    OSError becomes one UserError line and the previous file stays intact.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with file_errors(f"write {path}"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 def rng_state() -> dict:
@@ -67,22 +74,31 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def save_training_state(path: Path, state: dict) -> None:
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write(path, buffer.getvalue())
 
 
 def load_training_state(path: Path) -> dict:
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        raise UserError(f"checkpoint {path} holds weights only, no training state to continue; give "
+                        "a run's checkpoints/last.pt (to start from these weights: --set "
+                        "model.checkpoint=PATH)")
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} is not a file; give a run's checkpoints/last.pt")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated file, foreign pickle, not a checkpoint at all
+        return torch_load(path)
+    except Exception as e:  # noqa: BLE001 - empty or truncated file, foreign pickle, not a checkpoint
         raise UserError(f"checkpoint {path} cannot be read as an attnzoo training state "
-                        f"({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
+                        f"({load_failure(e)})") from None
 
 
 def save_weights(path: Path, model: torch.nn.Module, config: dict | None = None) -> None:
     """Weights as safetensors (contiguous, de-duplicated), config JSON in the metadata."""
     state = {k: v.detach().cpu().contiguous() for k, v in unwrap(model).state_dict().items()}
     metadata = {"format": "pt", "attnzoo_config": json.dumps(config or {})}
-    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
+    atomic_write(path, save(state, metadata=metadata))
 
 
 def read_weights(path: Path) -> tuple[dict, dict]:
@@ -100,7 +116,13 @@ def read_weights(path: Path) -> tuple[dict, dict]:
             state = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as e:
             raise UserError(f"checkpoint {path} is not a readable safetensors file ({e})") from None
-        config = json.loads(metadata.get("attnzoo_config", "{}") or "{}")
+        try:
+            config = json.loads(metadata.get("attnzoo_config", "{}") or "{}")
+        except ValueError:
+            config = None
+        if not isinstance(config, dict):
+            raise UserError(f"checkpoint {path}: its attnzoo_config metadata is not a JSON mapping; "
+                            "the file was not written by attnzoo or is damaged")
         return state, config
     state = load_training_state(path)
     if not isinstance(state, dict) or "model" not in state:
@@ -130,3 +152,43 @@ def load_model(path, map_location="cpu", **model_overrides):
     load_state_strict(model, state, f"checkpoint {path}")
     return model.to(map_location).eval(), cfg
 
+
+# Config keys a run can only be continued with unchanged: they decide what the saved states hold.
+RESUME_KEYS = ("model.name", "model.kwargs", "optim.name", "optim.decay_norm_and_bias", "schedule.name")
+TRAINING_STATE_KEYS = ("model", "optimizer", "scheduler", "scaler", "progress", "rng")
+
+
+def check_resumable(saved, path, config: dict, model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer) -> None:
+    """UserError saying what differs unless the training state `saved` (read from `path`) fits this
+    run's `config` (a config dict), model and optimizer; checked before anything is loaded."""
+    if not (isinstance(saved, dict) and all(k in saved for k in TRAINING_STATE_KEYS)
+            and isinstance(saved["model"], dict) and isinstance(saved["optimizer"], dict)):
+        found = ", ".join(map(str, saved)) if isinstance(saved, dict) else type(saved).__name__
+        raise UserError(f"checkpoint {path} is not an attnzoo training state (holds {found or 'nothing'}; "
+                        f"expected {', '.join(TRAINING_STATE_KEYS)}): give a run's checkpoints/last.pt")
+    differences = []
+    if isinstance(saved.get("config"), dict):
+        for key in RESUME_KEYS:
+            then, now = _lookup(saved["config"], key), _lookup(config, key)
+            if then != now:
+                differences.append(f"{key} {then!r} in the checkpoint, {now!r} now")
+    mismatch = state_mismatch(unwrap(model).state_dict(), saved["model"])
+    if any(mismatch):
+        differences.append(f"weights: {describe_mismatch(*mismatch, shown=3)}")
+    groups = [len(g["params"]) for g in optimizer.state_dict()["param_groups"]]
+    try:
+        saved_groups = [len(g["params"]) for g in saved["optimizer"]["param_groups"]]
+    except (TypeError, KeyError):  # not an optimizer's state
+        saved_groups = None
+    if saved_groups != groups:
+        differences.append(f"optimizer parameter groups sized {saved_groups} in the checkpoint, {groups} now")
+    if differences:
+        raise UserError(f"checkpoint {path} cannot continue this run: {'; '.join(differences)} "
+                        "(resume with the config it was trained with, or start a new --name)")
+
+
+def _lookup(config: dict, dotted: str):
+    for part in dotted.split("."):
+        config = config.get(part) if isinstance(config, dict) else None
+    return config

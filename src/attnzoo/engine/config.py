@@ -1,13 +1,16 @@
 """The one typed configuration of a run: a YAML recipe plus `--set section.key=value` overrides.
 
-Every key is a dataclass field; unknown keys, wrong types and values outside a `Literal` are
-rejected with a `UserError` that names the valid choices. The resolved config is written to the
-run folder as `config.yaml` and can be loaded back unchanged.
+Every key is a dataclass field; unknown keys, wrong types (of every list element too), values
+outside a `Literal` and numbers outside their range (one table, `RANGES`) are rejected with a
+`UserError` that names the valid choices. The resolved config is written to the run folder as
+`config.yaml` and can be loaded back unchanged.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,7 +19,7 @@ from typing import Any, Literal, Optional
 
 import yaml
 
-from ..errors import UserError
+from ..errors import UserError, choices_hint, file_errors, first_sentence
 
 
 @dataclass
@@ -68,7 +71,7 @@ class OptimConfig:
     nesterov: bool = False
     weight_decay: float = 5e-4
     decay_norm_and_bias: bool = True  # False: no weight decay on BatchNorm/LayerNorm weights and biases
-    betas: tuple = (0.9, 0.999)
+    betas: tuple[float, float] = (0.9, 0.999)
     clip_grad: float = 0.0  # max global grad norm (0: off)
 
 
@@ -78,7 +81,7 @@ class ScheduleConfig:
     epochs: int = 6
     warmup_epochs: float = 0.0  # linear warmup from warmup_lr
     warmup_lr: float = 0.0
-    milestones: list = field(default_factory=list)  # multistep, in epochs
+    milestones: list[int] = field(default_factory=list)  # multistep, in epochs
     step_size: int = 30  # step, in epochs
     gamma: float = 0.1
     min_lr: float = 0.0  # cosine floor
@@ -153,15 +156,23 @@ def _check_value(path: str, value: Any, tp: Any) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UserError(f"{path}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise UserError(f"{path}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
             raise UserError(f"{path}: expected a string, got {value!r}")
         return value
-    if tp in (list, tuple):
+    if tp in (list, tuple) or origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise UserError(f"{path}: expected a list, got {value!r}")
-        return tp(value)
+        args = typing.get_args(tp)
+        if origin is tuple and len(value) != len(args):
+            raise UserError(f"{path}: expected a list of {len(args)} values, got {list(value)!r}")
+        if args:  # list[int]: one type for all; tuple[float, float]: one per position
+            types_ = args if origin is tuple else args * len(value)
+            value = [_check_value(f"{path}[{i}]", v, t) for i, (v, t) in enumerate(zip(value, types_))]
+        return (origin or tp)(value)
     if tp is dict:
         if not isinstance(value, dict):
             raise UserError(f"{path}: expected a mapping, got {value!r}")
@@ -203,14 +214,36 @@ def deep_merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def parse_override(item: str) -> dict:
-    """'a.b.c=value' -> {'a': {'b': {'c': value}}}, the value parsed as YAML (numbers, lists, ...)."""
-    if "=" not in item:
-        raise UserError(f"--set '{item}': expected KEY=VALUE, e.g. optim.lr=0.05")
-    key, raw = item.split("=", 1)
+class YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that numbers in scientific notation (5e-4, 1E6) are numbers
+    (PyYAML follows YAML 1.1, where a float needs a dot, and would read 5e-4 as a string), and
+    aliases are refused: a config is copied as plain data, where nested aliases multiply."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.YAMLError(f"aliases (*name) are not accepted in a config{self.peek_event().start_mark}")
+        return super().compose_node(parent, index)
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def parse_yaml(text: str):
+    return yaml.load(text, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def parse_override(item: str, flag: str = "--set") -> dict:
+    """'a.b.c=value' -> {'a': {'b': {'c': value}}}, the value parsed as YAML (numbers, lists, ...);
+    `flag` names the option in errors."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
+        raise UserError(f"{flag} '{item}': expected KEY=VALUE, e.g. "
+                        f"{'optim.lr=0.05' if flag == '--set' else 'attn=se'}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+        value = parse_yaml(raw) if raw.strip() else ""
+    except (yaml.YAMLError, RecursionError):  # not YAML: the text itself
         value = raw
     for part in reversed(key.strip().split(".")):
         value = {part: value}
@@ -228,18 +261,19 @@ def recipe_names() -> list[str]:
 def read_yaml(path_or_name: str) -> dict:
     """A recipe by file path or by the name of a bundled recipe (`attnzoo recipes` lists them)."""
     path = Path(path_or_name)
+    if path.is_dir():
+        raise UserError(f"recipe {path} is a folder; give a recipe YAML file or a bundled recipe name")
     if not path.exists():
         bundled = recipe_dir() / f"{path_or_name}.yaml"
         if not bundled.exists():
-            from ..errors import choices_hint
-
             raise UserError(f"recipe '{path_or_name}' is neither a file nor a bundled recipe; "
                             f"{choices_hint(path_or_name, recipe_names())}")
         path = bundled
     try:
-        data = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise UserError(f"recipe {path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        with file_errors(f"read recipe {path}"):
+            data = parse_yaml(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as e:
+        raise UserError(f"recipe {path}: not valid YAML ({first_sentence(e)})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -260,21 +294,62 @@ def save_config(cfg: Config, path: Path) -> None:
     path.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
+@dataclass(frozen=True)
+class Range:
+    """Valid numbers: from `low` to `high` (None: unbounded), ends included unless `open`."""
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, v) -> bool:
+        return ((self.low is None or v > self.low or (v == self.low and not self.low_open)) and
+                (self.high is None or v < self.high or (v == self.high and not self.high_open)))
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'greater than' if self.low_open else 'at least'} {self.low}"
+        return f"in {'(' if self.low_open else '['}{self.low}, {self.high}{')' if self.high_open else ']'}"
+
+
+# Every numeric key's valid values (each element of a list key); None stays valid where a key
+# allows it. A new numeric config key needs its line here (tests/engine/test_config_ranges.py).
+RANGES = {
+    "data.img_size": Range(1), "data.batch_size": Range(1), "data.eval_batch_size": Range(1),
+    "data.workers": Range(0), "data.cutout": Range(0), "data.cutout_holes": Range(1),
+    "optim.lr": Range(0, low_open=True), "optim.momentum": Range(0, 1, high_open=True),
+    "optim.weight_decay": Range(0), "optim.betas": Range(0, 1, high_open=True),
+    "optim.clip_grad": Range(0),
+    "schedule.epochs": Range(1), "schedule.warmup_epochs": Range(0), "schedule.warmup_lr": Range(0),
+    "schedule.milestones": Range(1), "schedule.step_size": Range(1),
+    "schedule.gamma": Range(0, low_open=True), "schedule.min_lr": Range(0),
+    "schedule.pct_start": Range(0, 1, low_open=True, high_open=True),
+    "train.seed": Range(0, 2**64 - 1),  # torch.manual_seed takes an unsigned 64-bit integer
+    "train.label_smoothing": Range(0, 1, high_open=True), "train.ema_decay": Range(0, 1, high_open=True),
+    "train.eval_every": Range(1), "train.early_stop": Range(0), "train.max_steps": Range(0),
+    "train.log_every": Range(1),
+}
+
+
 def validate(cfg: Config) -> None:
-    """Cross-field checks that types alone cannot express."""
-    positive = {"data.batch_size": cfg.data.batch_size, "schedule.epochs": cfg.schedule.epochs,
-                "train.eval_every": cfg.train.eval_every}
-    for key, value in positive.items():
-        if value < 1:
-            raise UserError(f"{key} must be at least 1, got {value}")
-    if cfg.optim.lr <= 0:
-        raise UserError(f"optim.lr must be positive, got {cfg.optim.lr}")
-    if not 0 <= cfg.train.ema_decay < 1:
-        raise UserError(f"train.ema_decay must be in [0, 1), got {cfg.train.ema_decay}")
-    if not 0 <= cfg.train.label_smoothing < 1:
-        raise UserError(f"train.label_smoothing must be in [0, 1), got {cfg.train.label_smoothing}")
-    if cfg.schedule.name == "multistep" and not cfg.schedule.milestones:
+    """The ranges of `RANGES` and the checks that span several keys."""
+    for key, valid in RANGES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if v is not None and v not in valid:
+                raise UserError(f"{key} must be {valid}, got {value}")
+    milestones = cfg.schedule.milestones
+    if cfg.schedule.name == "multistep" and not milestones:
         raise UserError("schedule.milestones: the multistep schedule needs epochs, e.g. [81, 122]")
+    if any(a >= b for a, b in zip(milestones, milestones[1:])):
+        raise UserError(f"schedule.milestones must be increasing epochs, e.g. [81, 122], got {milestones}")
+    if cfg.optim.nesterov and cfg.optim.momentum == 0:
+        raise UserError("optim.nesterov needs a positive optim.momentum, e.g. 0.9")
+    from ..data import dataset_names
+
+    if cfg.data.name not in dataset_names():
+        raise UserError(f"unknown dataset '{cfg.data.name}'; {choices_hint(cfg.data.name, dataset_names())}")
     _validate_attention(cfg.model)
     if not cfg.name or "/" in cfg.name or cfg.name in (".", ".."):
         raise UserError(f"name '{cfg.name}': a run name is one folder name, without '/'")

@@ -1,5 +1,8 @@
-"""One way to turn a device option ('auto', 'cpu', 'cuda', 'cuda:N') into a torch.device."""
+"""One way to turn a device option ('auto', 'cpu', 'cuda', 'cuda:N') into a torch.device, and one
+way to report that a size did not fit in its memory."""
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import torch
 
@@ -25,3 +28,20 @@ def resolve_device(name, option: str = "device", local_rank: int | None = None) 
         if local_rank is not None:
             device = torch.device("cuda", local_rank)
     return device
+
+
+@contextmanager
+def out_of_memory_hint(batch_size: int, img_size: int | None, batch_option: str = "--batch-size"):
+    """Turn running out of memory inside the block (torch's OutOfMemoryError on a GPU, the CPU
+    allocator's RuntimeError) into one UserError line naming the sizes asked for and smaller ones."""
+    try:
+        yield
+    except RuntimeError as e:
+        if not isinstance(e, torch.OutOfMemoryError) and "can't allocate memory" not in str(e):
+            raise
+        size = f" and image size {img_size} px" if img_size else ""
+        smaller_image = f"a smaller image size ({img_size // 2} px)" if img_size and img_size > 1 else ""
+        tries = ([f"{batch_option} {batch_size // 2}"] if batch_size > 1 else []) + (
+            [smaller_image] if smaller_image else [])
+        raise UserError(f"out of memory at batch size {batch_size}{size}; try "
+                        f"{' or '.join(tries) or 'a machine with more memory'}") from None

@@ -1,12 +1,16 @@
 """What a run leaves to read: metrics.jsonl, TensorBoard events, figures/curves.png, a final table.
 
 Only rank 0 writes. metrics.jsonl gets one JSON object per epoch and is cut back to the resumed
-epoch on resume, so a resumed run's log reads as if it had never stopped.
+epoch on resume, so a resumed run's log reads as if it had never stopped (that a new run never
+meets an earlier run's log is the guard of `rundir`). A file-system fault while writing is
+one UserError line. An epoch's `lr` is the learning rate of its first step.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from ..errors import file_errors
 
 
 class RunLog:
@@ -18,7 +22,8 @@ class RunLog:
         if not enabled:
             return
         rows = [r for r in read_metrics(self.path) if r["epoch"] <= resume_epoch]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        with file_errors(f"write {self.path}"):
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in rows))
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -29,7 +34,7 @@ class RunLog:
     def epoch(self, row: dict) -> None:
         if not self.enabled:
             return
-        with self.path.open("a") as f:
+        with file_errors(f"write {self.path}"), self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
         if self.tb is not None:
             for key, value in flatten(row).items():
@@ -41,7 +46,8 @@ class RunLog:
         if self.tb is not None:
             self.tb.close()
         if self.enabled:
-            plot_curves(read_metrics(self.path), self.run_dir / "figures" / "curves.png")
+            with file_errors(f"write the figures of {self.run_dir}"):
+                plot_curves(read_metrics(self.path), self.run_dir / "figures" / "curves.png")
 
 
 def read_metrics(path: Path) -> list[dict]:

@@ -1,15 +1,18 @@
 """The training loop: config -> model, data, optimizer, schedule -> epochs -> run folder.
 
-Read top to bottom: `train()` sets everything up, `_run_epochs()` is the loop, `_train_one_epoch()`
-one pass over the data. See DESIGN.md for the run folder this writes.
+Read top to bottom: `train()` sets everything up and runs the epochs, `train_one_epoch()` is one
+pass over the data, `TrainState` what `last.pt` keeps of the loop's progress. See DESIGN.md for the
+run folder this writes.
 """
 from __future__ import annotations
 
 import copy
+import json
 import math
 import random
 import sys
 import time
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -18,20 +21,51 @@ from torch import nn
 
 from .. import check_model_name, create_model
 from ..data import build_data, build_loader, skipped_images
-from ..errors import UserError
+from ..errors import UserError, file_errors
 from ..models import ATTNZOO_MODELS
 from . import checkpoint as ckpt
 from .config import Config, config_to_dict, insert_attention, save_config
-from .device import resolve_device
+from .device import out_of_memory_hint, resolve_device
 from .distributed import DistInfo, broadcast_flag, cleanup, init_distributed
 from .evaluate import autocast, evaluate
 from .losses import build_loss
 from .optim import build_optimizer, build_scheduler
+from .rundir import checkpoint_to_resume, prepare_run_dir
 from .runlog import RunLog, format_table
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainState:
+    """The loop's progress, saved in last.pt (as "progress") to continue a run exactly."""
+    epoch: int = 0  # epochs finished
+    step: int = 0  # optimizer steps taken
+    best: float | None = None  # best primary metric so far
+    best_epoch: int = 0
+    bad_evals: int = 0  # evaluations since the best one, for early stopping
+    best_metrics: dict = field(default_factory=dict)  # every split's metrics at the best, + "source"
+    final: dict = field(default_factory=dict)  # every split's metrics at the last evaluation
+    train_time: float = 0.0  # seconds spent in train_one_epoch
+    train_images: int = 0
+
+    @classmethod
+    def from_checkpoint(cls, progress, path) -> "TrainState":
+        names = {f.name for f in fields(cls)}
+        if not isinstance(progress, dict) or set(progress) != names:
+            raise UserError(f"checkpoint {path}: its progress record does not hold {', '.join(sorted(names))}; "
+                            "it was not written by this version of attnzoo")
+        return cls(**progress)
+
+    def record_eval(self, score: float, epoch: int, metrics: dict) -> bool:
+        """Note an evaluation's primary `score`; True when it is the best so far."""
+        if self.best is None or score > self.best:
+            self.best, self.best_epoch, self.bad_evals, self.best_metrics = score, epoch, 0, metrics
+            return True
+        self.bad_evals += 1
+        return False
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -68,17 +102,23 @@ def build_model(cfg: Config, num_classes: int) -> nn.Module:
 def train(cfg: Config, resume: str | None = None, quiet: bool = False) -> dict:
     """Train and evaluate as `cfg` says; returns the summary also written to summary.json.
 
-    `resume`: None (a new run; refuses to overwrite one), "auto" (continue from
-    checkpoints/last.pt when there is one) or a path to a last.pt.
+    `resume`: None (a new run; refuses a run folder holding anything of a run), "auto" (continue
+    from checkpoints/last.pt when there is one) or a path to a last.pt.
     """
     dist = init_distributed(resolve_device(cfg.train.device, "train.device").type)
     try:
         return _train(cfg, resume, quiet, dist)
+    except TrainingDiverged as e:
+        last_path = cfg.run_dir / "checkpoints" / "last.pt"
+        kept = (f"{last_path} still holds the last good state" if last_path.exists()
+                else "no checkpoint had been written yet")
+        raise TrainingDiverged(f"{e}; stopped without saving, {kept} (lower optim.lr, enable "
+                               "optim.clip_grad, or use train.amp=none)") from None
     finally:
         cleanup()
 
 
-def _train(cfg: Config, resume, quiet, dist: DistInfo) -> dict:
+def _train(cfg: Config, resume, quiet: bool, dist: DistInfo) -> dict:
     start_time = time.time()
     device = resolve_device(cfg.train.device, "train.device", dist.local_rank if dist.enabled else None)
     if device.type == "cuda":
@@ -86,28 +126,32 @@ def _train(cfg: Config, resume, quiet, dist: DistInfo) -> dict:
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     run_dir = cfg.run_dir
     last_path = run_dir / "checkpoints" / "last.pt"
-    state = _resume_state(resume, last_path)
-    if state is None and last_path.exists():
-        raise UserError(f"run folder {run_dir} already holds a run; continue it with --resume auto "
-                        "or choose another --name")
+    resume_from = checkpoint_to_resume(run_dir, resume)  # before the data: fail fast
+    if dist.enabled:
+        torch.distributed.barrier()  # every process has checked the folder before one writes to it
+    if dist.is_main:
+        prepare_run_dir(run_dir)
+    saved = ckpt.load_training_state(resume_from) if resume_from else None
 
     check_model_name(cfg.model.name)  # before the data, which can take a while to load
-    bundle = build_data(cfg.data, train=True)
+    with out_of_memory_hint(cfg.data.batch_size, cfg.data.img_size):
+        bundle = build_data(cfg.data, train=True)
     cfg = copy.deepcopy(cfg)
     cfg.model.kwargs.setdefault("num_classes", bundle.num_classes)
-    model = build_model(cfg, bundle.num_classes)
-    if cfg.train.freeze_bn:
-        from timm.layers import freeze_batch_norm_2d
+    with out_of_memory_hint(cfg.data.batch_size, bundle.img_size):
+        model = build_model(cfg, bundle.num_classes)
+        if cfg.train.freeze_bn:
+            from timm.layers import freeze_batch_norm_2d
 
-        model = freeze_batch_norm_2d(model)
-    params = sum(p.numel() for p in model.parameters())
-    if dist.enabled and cfg.train.sync_bn:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model.to(device)
-    if cfg.train.channels_last:
-        model.to(memory_format=torch.channels_last)
-    if cfg.train.compile:  # in place: state-dict keys unchanged, copies (EMA) stay eager
-        model.compile()
+            model = freeze_batch_norm_2d(model)
+        params = sum(p.numel() for p in model.parameters())
+        if dist.enabled and cfg.train.sync_bn:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model.to(device)
+        if cfg.train.channels_last:
+            model.to(memory_format=torch.channels_last)
+        if cfg.train.compile:  # in place: state-dict keys unchanged, copies (EMA) stay eager
+            model.compile()
 
     train_loader = build_loader(bundle.train, bundle, cfg.data, train=True, seed=cfg.train.seed,
                                 rank=dist.rank, world_size=dist.world_size)
@@ -132,62 +176,90 @@ def _train(cfg: Config, resume, quiet, dist: DistInfo) -> dict:
     criterion = build_loss(cfg.train.loss, cfg.train.loss_options, cfg.train.label_smoothing,
                            multilabel=bundle.multilabel)
 
-    progress = {"epoch": 0, "step": 0, "best": None, "best_epoch": 0, "bad_evals": 0,
-                "best_metrics": {}, "final": {}, "train_time": 0.0, "train_images": 0}
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        if ema is not None and state.get("ema") is not None:
-            ema.module.load_state_dict(state["ema"])
-        progress.update(state["progress"])
-        ckpt.set_rng_state(state["rng"])
+    state = TrainState()
+    if saved is not None:
+        ckpt.check_resumable(saved, resume_from, config_to_dict(cfg), model, optimizer)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        scaler.load_state_dict(saved["scaler"])
+        if ema is not None and saved.get("ema") is not None:
+            ema.module.load_state_dict(saved["ema"])
+        state = TrainState.from_checkpoint(saved["progress"], resume_from)
+        ckpt.set_rng_state(saved["rng"])
 
     if dist.is_main:
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-    log = RunLog(run_dir, enabled=dist.is_main, resume_epoch=progress["epoch"])
-    ctx = dict(cfg=cfg, dist=dist, device=device, model=model, train_model=train_model,
-               optimizer=optimizer, scheduler=scheduler, scaler=scaler, ema=ema,
-               criterion=criterion, bundle=bundle, train_loader=train_loader,
-               eval_loaders=eval_loaders, log=log, last_path=last_path, quiet=quiet)
+        with file_errors(f"write {run_dir / 'config.yaml'}"):
+            save_config(cfg, run_dir / "config.yaml")
+    log = RunLog(run_dir, enabled=dist.is_main, resume_epoch=state.epoch)
+    metric = _primary_metric(bundle)
+    epochs = cfg.schedule.epochs
+    stopped = "completed"
     try:
-        stopped = _run_epochs(ctx, progress)
+        with out_of_memory_hint(cfg.data.batch_size, bundle.img_size):
+            while state.epoch < epochs:
+                epoch = state.epoch
+                train_loader.set_epoch(epoch)
+                lr = optimizer.param_groups[0]["lr"]  # the lr this epoch starts with
+                t0 = time.time()
+                loss, images, hit_max = train_one_epoch(
+                    train_model, criterion, optimizer, scheduler, scaler, train_loader, device, epoch,
+                    state, cfg, ema=ema, world_size=dist.world_size, show_progress=dist.is_main and not quiet)
+                seconds = time.time() - t0
+                state.train_time += seconds
+                state.train_images += images
+                state.epoch = epoch + 1
+                row = {"epoch": epoch + 1, "train_loss": loss, "lr": lr,
+                       "img_per_s": images / max(seconds, 1e-9), "time_s": seconds}
+                stop = False
+                if (epoch + 1) % cfg.train.eval_every == 0 or state.epoch == epochs or hit_max:
+                    row["eval"] = state.final = evaluate_splits(model, eval_loaders, device, cfg,
+                                                                bundle.multilabel)
+                    candidates = {"model": (model, row["eval"])}
+                    if ema is not None:
+                        row["eval_ema"] = evaluate_splits(ema.module, eval_loaders, device, cfg,
+                                                          bundle.multilabel)
+                        candidates["ema"] = (ema.module, row["eval_ema"])
+                    source = max(candidates, key=lambda s: _first(candidates[s][1])[metric])
+                    weights, metrics = candidates[source]
+                    if state.record_eval(_first(metrics)[metric], epoch + 1, {**metrics, "source": source}):
+                        if dist.is_main:
+                            ckpt.save_weights(run_dir / "checkpoints" / "best.safetensors", weights,
+                                              config_to_dict(cfg))
+                    else:
+                        stop = bool(cfg.train.early_stop) and state.bad_evals >= cfg.train.early_stop
+                log.epoch(row)
+                if dist.is_main:
+                    save_checkpoint(last_path, model, optimizer, scheduler, scaler, ema, state, cfg)
+                if not quiet and dist.is_main and not sys.stderr.isatty():
+                    shown = {k: round(v, 2) for k, v in _first(row.get("eval", {"": {}})).items()}
+                    print(f"epoch {epoch + 1}/{epochs} loss {loss:.4f} {shown}", flush=True)
+                if hit_max:
+                    stopped = "max_steps"
+                    break
+                if broadcast_flag(stop, device):
+                    stopped = "early_stop"
+                    break
     finally:
         log.close()
 
     summary = {
         "model": cfg.model.name, "run_dir": str(run_dir), "params": params,
         "dataset": cfg.data.name, "seed": cfg.train.seed, "world_size": dist.world_size,
-        "epochs_run": progress["epoch"], "steps": progress["step"], "stopped": stopped,
-        "final": progress["final"], "best": progress["best_metrics"],
-        "best_epoch": progress["best_epoch"], "primary_metric": _primary_metric(bundle),
-        "train_img_per_s": progress["train_images"] / max(progress["train_time"], 1e-9),
+        "epochs_run": state.epoch, "steps": state.step, "stopped": stopped,
+        "final": state.final, "best": state.best_metrics,
+        "best_epoch": state.best_epoch, "primary_metric": metric,
+        "train_img_per_s": state.train_images / max(state.train_time, 1e-9),
         "wall_time_s": time.time() - start_time,
         "skipped_images": skipped_images(train_loader, *eval_loaders.values()),  # rank 0's count
         "paper": cfg.paper,
     }
     summary.update(_cost(model, bundle))
     if dist.is_main:
-        import json
-
-        ckpt.atomic_write(run_dir / "summary.json",
-                          lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
+        ckpt.atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2).encode())
         if not quiet:
             print(format_table(summary), flush=True)
     return summary
-
-
-def _resume_state(resume, last_path: Path):
-    if resume is None:
-        return None
-    path = last_path if resume == "auto" else Path(resume)
-    if not path.exists():
-        if resume == "auto":
-            return None  # nothing to resume: start fresh
-        raise UserError(f"--resume {resume}: no such checkpoint")
-    return ckpt.load_training_state(path)
 
 
 def _primary_metric(bundle) -> str:
@@ -206,86 +278,38 @@ def _cost(model, bundle) -> dict:
     return {"macs": counts["macs"], "flops": counts["flops"]}
 
 
-def _run_epochs(c: dict, progress: dict) -> str:
-    cfg, dist = c["cfg"], c["dist"]
-    metric = _primary_metric(c["bundle"])
-    epochs = cfg.schedule.epochs
-    while progress["epoch"] < epochs:
-        epoch = progress["epoch"]
-        c["train_loader"].set_epoch(epoch)
-        t0 = time.time()
-        loss, images, hit_max = _train_one_epoch(c, progress, epoch)
-        seconds = time.time() - t0
-        progress["train_time"] += seconds
-        progress["train_images"] += images
-        progress["epoch"] = epoch + 1
-        row = {"epoch": epoch + 1, "train_loss": loss, "lr": c["optimizer"].param_groups[0]["lr"],
-               "img_per_s": images / max(seconds, 1e-9), "time_s": seconds}
-        last = progress["epoch"] == epochs or hit_max
-        stop = False
-        if (epoch + 1) % cfg.train.eval_every == 0 or last:
-            row["eval"] = _evaluate_all(c, c["model"])
-            progress["final"] = row["eval"]
-            candidates = [("model", row["eval"])]
-            if c["ema"] is not None:
-                row["eval_ema"] = _evaluate_all(c, c["ema"].module)
-                candidates.append(("ema", row["eval_ema"]))
-            source, metrics = max(candidates, key=lambda kv: _first(kv[1])[metric])
-            score = _first(metrics)[metric]
-            if progress["best"] is None or score > progress["best"]:
-                progress.update(best=score, best_epoch=epoch + 1, bad_evals=0,
-                                best_metrics={**metrics, "source": source})
-                if dist.is_main:
-                    weights = c["model"] if source == "model" else c["ema"].module
-                    ckpt.save_weights(cfg.run_dir / "checkpoints" / "best.safetensors", weights,
-                                      config_to_dict(cfg))
-            else:
-                progress["bad_evals"] += 1
-                stop = bool(cfg.train.early_stop) and progress["bad_evals"] >= cfg.train.early_stop
-        c["log"].epoch(row)
-        if dist.is_main:
-            _save_last(c, progress)
-        if not c["quiet"] and dist.is_main and not sys.stderr.isatty():
-            shown = {k: round(v, 2) for k, v in _first(row.get("eval", {"": {}})).items()}
-            print(f"epoch {epoch + 1}/{epochs} loss {loss:.4f} {shown}", flush=True)
-        if hit_max:
-            return "max_steps"
-        if broadcast_flag(stop, c["device"]):
-            return "early_stop"
-    return "completed"
-
-
 def _first(evals: dict) -> dict:
     return next(iter(evals.values())) if evals else {}
 
 
-def _evaluate_all(c: dict, model) -> dict:
-    return {name: evaluate(model, loader, c["device"], c["bundle"].multilabel, c["cfg"].train.amp,
-                           c["cfg"].train.channels_last)
-            for name, loader in c["eval_loaders"].items()}
+def evaluate_splits(model, loaders: dict, device, cfg: Config, multilabel: bool) -> dict:
+    """{split: metrics} of `model` on every eval loader."""
+    return {name: evaluate(model, loader, device, multilabel, cfg.train.amp, cfg.train.channels_last)
+            for name, loader in loaders.items()}
 
 
-def _save_last(c: dict, progress: dict) -> None:
-    state = {
-        "model": ckpt.unwrap(c["model"]).state_dict(),
-        "optimizer": c["optimizer"].state_dict(),
-        "scheduler": c["scheduler"].state_dict(),
-        "scaler": c["scaler"].state_dict(),
-        "ema": c["ema"].module.state_dict() if c["ema"] is not None else None,
-        "progress": progress,
+def save_checkpoint(path: Path, model, optimizer, scheduler, scaler, ema, state: TrainState,
+                    cfg: Config) -> None:
+    """Everything needed to continue the run exactly, as checkpoints/last.pt."""
+    ckpt.save_training_state(path, {
+        "model": ckpt.unwrap(model).state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "ema": ema.module.state_dict() if ema is not None else None,
+        "progress": asdict(state),
         "rng": ckpt.rng_state(),
-        "config": config_to_dict(c["cfg"]),
-    }
-    ckpt.save_training_state(c["last_path"], state)
+        "config": config_to_dict(cfg),
+    })
 
 
-def _train_one_epoch(c: dict, progress: dict, epoch: int):
-    """One pass over the training data; returns (mean loss, images seen, max_steps reached)."""
-    cfg, device, model = c["cfg"], c["device"], c["train_model"]
-    optimizer, scheduler, scaler, ema = c["optimizer"], c["scheduler"], c["scaler"], c["ema"]
+def train_one_epoch(model, criterion, optimizer, scheduler, scaler, loader, device, epoch: int,
+                    state: TrainState, cfg: Config, ema=None, world_size: int = 1,
+                    show_progress: bool = False):
+    """One pass over the training data, stepping the schedule every step and counting `state.step`;
+    returns (mean loss, images seen over all processes, whether train.max_steps was reached)."""
     model.train()
-    loader = c["train_loader"]
-    bar = _progress_bar(loader, epoch, cfg.schedule.epochs, enabled=c["dist"].is_main and not c["quiet"])
+    bar = _progress_bar(loader, epoch, cfg.schedule.epochs, enabled=show_progress)
     total_loss, seen, steps, hit_max = 0.0, 0, 0, False
     t0 = time.time()
     for images, target in bar:
@@ -294,13 +318,10 @@ def _train_one_epoch(c: dict, progress: dict, epoch: int):
             images = images.contiguous(memory_format=torch.channels_last)
         target = target.to(device, non_blocking=True)
         with autocast(device, cfg.train.amp):
-            loss = c["criterion"](model(images), target)
+            loss = criterion(model(images), target)
         loss_value = loss.item()
         if not math.isfinite(loss_value):
-            raise TrainingDiverged(
-                f"loss became {loss_value} at epoch {epoch + 1}, step {progress['step'] + 1}; stopped "
-                f"without saving, {c['last_path']} still holds the last good state "
-                "(lower optim.lr, enable optim.clip_grad, or use train.amp=none)")
+            raise TrainingDiverged(f"loss became {loss_value} at epoch {epoch + 1}, step {state.step + 1}")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if cfg.optim.clip_grad:
@@ -310,21 +331,24 @@ def _train_one_epoch(c: dict, progress: dict, epoch: int):
         scaler.update()
         scheduler.step()
         if ema is not None:
-            ema.update(ckpt.unwrap(model), step=progress["step"])
-        progress["step"] += 1
+            ema.update(ckpt.unwrap(model), step=state.step)
+        state.step += 1
         steps += 1
-        batch = images.shape[0] * c["dist"].world_size
-        seen += batch
+        seen += images.shape[0] * world_size
         total_loss += loss_value
-        if hasattr(bar, "set_postfix") and (steps % max(cfg.train.log_every, 1) == 0 or steps == 1):
+        if hasattr(bar, "set_postfix") and (steps % cfg.train.log_every == 0 or steps == 1):
             bar.set_postfix(loss=f"{loss_value:.3f}", img_s=f"{seen / (time.time() - t0):.0f}",
                             lr=f"{optimizer.param_groups[0]['lr']:.3g}")
-        if cfg.train.max_steps and progress["step"] >= cfg.train.max_steps:
+        if cfg.train.max_steps and state.step >= cfg.train.max_steps:
             hit_max = True
             break
     if hasattr(bar, "close"):
         bar.close()
-    return total_loss / max(steps, 1), seen, hit_max
+    if steps == 0:
+        raise UserError(f"epoch {epoch + 1} ran no training step: every one of the "
+                        f"{len(loader.dataset)} training images was unreadable (skipped "
+                        f"{getattr(loader, 'skipped_images', 0)}); check the data folder")
+    return total_loss / steps, seen, hit_max
 
 
 def _progress_bar(loader, epoch: int, epochs: int, enabled: bool):

@@ -14,6 +14,7 @@ import timm.layers
 from torch import nn
 
 from ..errors import UserError, choices_hint
+from ._checks import check_channels
 from .lesa import lesa_block
 from .lsas import LSAS
 from .se import SE
@@ -55,6 +56,7 @@ def create_block(name, channels: int, **kwargs) -> nn.Module | None:
     cls = get_block(name)
     if cls is None:
         return None
+    check_channels(f"attention block '{name}'", channels=channels)
     try:
         return cls(channels, **kwargs)
     except TypeError as e:

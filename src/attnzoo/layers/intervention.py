@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
+from ._checks import check_channels
 
 LOGIT_NORMS = ("per_head", "last_head")
 TOKEN_LAYOUTS = ("head", "interleaved")
@@ -102,6 +103,7 @@ class InterventionalClassifier(nn.Module):
                  beta: float = 1.0 / 32, ffn_dim: int = 2048, logit_norm: str = "per_head",
                  token_layout: str = "head"):
         super().__init__()
+        check_channels("IDA head", in_features=in_features)
         if num_heads < 1 or in_features % num_heads:
             raise UserError(f"IDA head: num_heads={num_heads} must divide the {in_features} "
                             "feature channels of the backbone")

@@ -58,6 +58,7 @@ import torch.utils.checkpoint as checkpoint
 from torch import nn
 
 from ..errors import UserError, choices_hint
+from ._checks import check_channels, check_input
 from .lesa_flat import FlatAttention, no_autocast, promote, skew, unskew, update_running_stats
 
 PE_TYPES = ("classification", "detection_qr")
@@ -305,6 +306,7 @@ class LESA(nn.Module):
                  df_kernel_size=(1, 1), df_group=(1, 1), with_cp: bool = False, impl: str = "lean"):
         super().__init__()
         out_planes = in_planes if out_planes is None else out_planes
+        check_channels("LESA", in_planes=in_planes, out_planes=out_planes, groups=groups)
         if groups < 1 or in_planes % groups or out_planes % (2 * groups):
             raise UserError(f"LESA: channels in={in_planes}, out={out_planes} do not fit groups={groups}; "
                             f"in_planes must be divisible by groups and out_planes by 2*groups={2 * groups}")
@@ -405,6 +407,7 @@ class LESA(nn.Module):
 
     # ---------------------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input("LESA", x, self.in_planes)
         N, C, H, W = x.shape
         if (H, W) != self.fmap_size:
             raise UserError(f"LESA block built for {self.fmap_size[0]}x{self.fmap_size[1]} feature maps got "

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError, choices_hint
+from ._checks import check_channels, check_input
 from .se import SE
 
 MAX_ORDER = 5
@@ -75,6 +76,8 @@ class LSAS(nn.Module):
     def __init__(self, channels: int, attn: str = "se", order: int = 1, w_init: float = 0.5,
                  b_init: float = -0.5, **attn_kwargs):
         super().__init__()
+        check_channels("LSAS", channels=channels)
+        self.channels = channels
         if attn not in BASES:
             raise UserError(f"LSAS: unknown base attention '{attn}'; {choices_hint(attn, BASES)}")
         gate = attn_kwargs.get("gate_layer", "sigmoid")
@@ -133,6 +136,7 @@ class LSAS(nn.Module):
         return self.gate(x).flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input("LSAS", x, self.channels)
         y = x * self.gate(x)
         if self.kind == "cbam":
             y = self.base.spatial(y)

@@ -17,6 +17,7 @@ from torch import nn
 
 from .. import ops
 from ..errors import UserError, choices_hint
+from ._checks import check_channels, check_input
 
 SA_TYPES = {"pairwise": 0, "patchwise": 1}
 
@@ -51,6 +52,9 @@ class SAM(nn.Module):
     def __init__(self, sa_type, in_planes: int, rel_planes: int, out_planes: int, share_planes: int,
                  kernel_size: int = 3, stride: int = 1, dilation: int = 1, backend: str = "auto"):
         super().__init__()
+        check_channels("SAM", in_planes=in_planes, rel_planes=rel_planes, out_planes=out_planes,
+                       share_planes=share_planes)
+        self.in_planes = in_planes
         self.sa_type = sa_type_name(sa_type)
         if out_planes % share_planes:
             raise UserError(f"SAM: out_planes={out_planes} must be divisible by share_planes={share_planes}")
@@ -98,6 +102,7 @@ class SAM(nn.Module):
         return self.conv_w(torch.cat([x1, x2], 1)).view(N, -1, k2, L)                 # (N, C/s, k2, L)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input("SAM", x, self.in_planes)
         return ops.aggregation(self.conv3(x), self.attention_weights(x), **self._op_args())
 
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ._checks import check_channels, check_input
 
 ROUNDINGS = ("round", "floor")
 
@@ -53,6 +54,7 @@ class SE(nn.Module):
 
     def __init__(self, channels: int, reduction: float = 16, rd_channels=None, rounding: str = "round"):
         super().__init__()
+        check_channels("SE", channels=channels)
         rd = hidden_channels(channels, reduction, rd_channels, rounding)
         self.fc1 = nn.Linear(channels, rd)
         self.relu = nn.ReLU(inplace=True)
@@ -69,4 +71,5 @@ class SE(nn.Module):
         return torch.sigmoid(self.logit(x)).flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input("SE", x, self.fc1.in_features)
         return x * torch.sigmoid(self.logit(x))

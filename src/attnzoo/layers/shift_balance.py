@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError, choices_hint
+from ._checks import check_channels, check_input
 
 ACTIVATIONS = ("tanh", "sigmoid", "relu", "softmax", "linear")
 
@@ -48,6 +49,8 @@ class _PooledMLP(nn.Module):
 
     def __init__(self, channels: int, ratio: float, activation: str, init_std, what: str):
         super().__init__()
+        check_channels(what, channels=channels)
+        self.channels, self.what = channels, what
         if not ratio > 0:
             raise UserError(f"{what}: ratio must be positive, got {ratio}")
         hidden = int(ratio * channels)
@@ -92,6 +95,7 @@ class ShiftBalance(_PooledMLP):
         return self.lam * self.attention(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(self.what, x, self.channels)
         return x + self.attention_weights(x)[:, :, None, None]
 
 
@@ -114,4 +118,5 @@ class BNSqueezeExcite(_PooledMLP):
         return self.attention(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(self.what, x, self.channels)
         return x * self.attention(x)[:, :, None, None]

@@ -41,11 +41,13 @@ def no_pretrained(name: str, pretrained) -> None:
 def check_registered(name, what: str = "model") -> None:
     """UserError naming the closest registered names unless `name` is a registered network
     (attnzoo's or timm's); `what` names its role in the message (model, backbone)."""
-    if isinstance(name, str) and timm.is_model(name):
+    from ..errors import UserError
+
+    if not isinstance(name, str) or not name:
+        raise UserError(f"a {what} name is a non-empty string, got {name!r}; `attnzoo models` lists them")
+    if timm.is_model(name):
         return
     import difflib
-
-    from ..errors import UserError
 
     close = difflib.get_close_matches(str(name), timm.list_models(), n=3, cutoff=0.6)
     hint = f"did you mean {', '.join(close)}? " if close else ""

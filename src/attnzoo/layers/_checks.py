@@ -1,0 +1,18 @@
+"""The argument checks every block makes, so a wrong channel count or input shape is one UserError
+naming what is expected instead of a torch internals message."""
+import torch
+
+from ..errors import UserError
+
+
+def check_channels(block: str, **channels) -> None:
+    """Each keyword (in_planes=64, ...) must be a positive integer."""
+    for name, value in channels.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"{block}: {name} must be a positive integer, got {value!r}")
+
+
+def check_input(block: str, x: torch.Tensor, channels: int) -> None:
+    """`x` must be a feature map (N, channels, H, W)."""
+    if x.ndim != 4 or x.shape[1] != channels:
+        raise UserError(f"{block} expects a feature map (N, {channels}, H, W), got shape {tuple(x.shape)}")
