@@ -3,6 +3,11 @@ channel block by name (`block_names()` lists them).
 
 Every block maps (N, C, H, W) -> (N, C, H, W) unless its docstring says otherwise
 (InterventionalClassifier maps a feature map to class logits).
+
+Every block traces with torch.fx through timm's leaf registration (timm's and torchvision's
+feature extractors): custom operators and data-dependent checks are registered with
+`timm.layers.register_notrace_function`. Every block compiles with `torch.jit.script` except those
+in `NOT_SCRIPTABLE`; SAN's operators stay Python calls there (see `attnzoo.ops`).
 """
 from .factory import block_names, create_block, get_block
 from .intervention import InterventionalClassifier
@@ -12,5 +17,9 @@ from .san import SAM, SANBottleneck
 from .se import SE
 from .shift_balance import BNSqueezeExcite, ShiftBalance
 
-__all__ = ["block_names", "create_block", "get_block", "SE", "LSAS", "ShiftBalance",
+# The blocks torch.jit.script cannot compile: LESA's attention is custom autograd Functions
+# (`attnzoo.ops.lesa_flat`, `attnzoo.ops.lesa_lean`), which TorchScript does not support.
+NOT_SCRIPTABLE = (LESA,)
+
+__all__ = ["NOT_SCRIPTABLE", "block_names", "create_block", "get_block", "SE", "LSAS", "ShiftBalance",
            "BNSqueezeExcite", "LESA", "SAM", "SANBottleneck", "InterventionalClassifier"]
