@@ -61,8 +61,8 @@ class LSAS(nn.Module):
             sub-attention acts on the channel gate, the spatial gate follows unchanged).
         order: 0 (plain gate) to 5.
         w_init, b_init: initial per-channel w and b of the chain (0.5 and -0.5 in the seed).
-        **attn_kwargs: options of the base attention (e.g. reduction for SE, kernel_size for ECA,
-            rd_ratio for CBAM).
+        **attn_kwargs: options of the base attention (e.g. rd_ratio for SE and CBAM, kernel_size for
+            ECA).
 
     Parameters: `base.*` (the base attention), `sub_w`, `sub_b` of shape (order, C) (absent at
     order 0): row i holds w(i+1), b(i+1).

@@ -6,9 +6,9 @@ average pooling, Linear(512, 256), ReLU, Linear(256, num_classes) (the seed's re
 (The seed's VGG has 13 convs in four stages, not VGG's usual five.)
 
 - `vgg16_cifar`: no attention (the seed's baseline).
-- `se_vgg16_cifar`: the SB seed's SE (`se_bn`: BatchNorm1d in the MLP, hidden int(ratio·C)).
+- `se_vgg16_cifar`: the SB seed's SE (`se_bn`: BatchNorm1d in the MLP, hidden int(rd_ratio·C)).
 - `sb_vgg16_cifar`: Shift-and-Balance attention; `activation=` tanh (the seed's default) | sigmoid
-  | relu | softmax | linear and `ratio=` (default 0.5).
+  | relu | softmax | linear and `rd_ratio=` (default 0.5; the deprecated `ratio=` still works).
 
 Initialisation as in the seed's `example.py` (`model.apply(weights_init)`): every Linear and
 BatchNorm1d weight from N(0, 0.02), biases 0; convolutions and BatchNorm2d keep PyTorch's defaults.
@@ -86,8 +86,9 @@ class VggCifar(nn.Module):
 
 
 def _attn_model(name, attn, pretrained, kwargs, **seed):
-    """Model options `ratio`/`activation` go to the attention block unless another block is asked."""
-    opts = {k: kwargs.pop(k) for k in list(seed) if k in kwargs}
+    """Model options `rd_ratio` (or the deprecated `ratio`)/`activation` go to the attention block unless
+    another block is asked."""
+    opts = {k: kwargs.pop(k) for k in (*seed, "ratio") if k in kwargs}
     user = kwargs.pop("attn_kwargs", None) or {}
     attn_kwargs = {**seed, **opts, **user} if kwargs.get("attn", attn) == attn else user
     return build(VggCifar, name, pretrained, kwargs, attn=attn, attn_kwargs=attn_kwargs)
@@ -101,11 +102,11 @@ def vgg16_cifar(pretrained=False, **kwargs):
 
 @register
 def se_vgg16_cifar(pretrained=False, **kwargs):
-    """The SB seed's VGG-16 with its SE (BatchNorm MLP) after each stage; `ratio=` (0.5)."""
-    return _attn_model("se_vgg16_cifar", "se_bn", pretrained, kwargs, ratio=0.5)
+    """The SB seed's VGG-16 with its SE (BatchNorm MLP) after each stage; `rd_ratio=` (0.5)."""
+    return _attn_model("se_vgg16_cifar", "se_bn", pretrained, kwargs, rd_ratio=0.5)
 
 
 @register
 def sb_vgg16_cifar(pretrained=False, **kwargs):
-    """The SB seed's VGG-16 with Shift-and-Balance after each stage; `activation=`, `ratio=`."""
-    return _attn_model("sb_vgg16_cifar", "sb", pretrained, kwargs, ratio=0.5, activation="tanh")
+    """The SB seed's VGG-16 with Shift-and-Balance after each stage; `activation=`, `rd_ratio=`."""
+    return _attn_model("sb_vgg16_cifar", "sb", pretrained, kwargs, rd_ratio=0.5, activation="tanh")
