@@ -17,8 +17,9 @@ from .san import SAM, SANBottleneck
 from .se import SE
 from .shift_balance import BNSqueezeExcite, ShiftBalance
 
-# The blocks torch.jit.script cannot compile: LESA's attention is custom autograd Functions
-# (`attnzoo.ops.lesa_flat`, `attnzoo.ops.lesa_lean`), which TorchScript does not support.
+# The blocks torch.jit.script cannot compile. LESA hands its BatchNorm modules to
+# `attnzoo.ops.lesa_attention`, whose lean path is custom autograd Functions, and checkpoints
+# activations: TorchScript supports none of these.
 NOT_SCRIPTABLE = (LESA,)
 
 __all__ = ["NOT_SCRIPTABLE", "block_names", "create_block", "get_block", "SE", "LSAS", "ShiftBalance",

@@ -45,8 +45,8 @@ import torch.utils.checkpoint as checkpoint
 from timm.layers import register_notrace_function
 from torch import nn
 
-from ..errors import UserError, choices_hint
-from ..ops.lesa import IMPLS, PE_TYPES, attention_probabilities, lesa_attention
+from ..errors import UserError
+from ..ops.lesa import attention_probabilities, check_options, lesa_attention
 
 
 def _pair(size) -> tuple[int, int]:
@@ -132,7 +132,7 @@ class LESA(nn.Module):
             convolution per entry of `df_channel_shrink`, `df_kernel_size` / `df_group` hold one
             entry per reduction plus one for the projection.
         with_cp: activation checkpointing of the unary and binary terms during training.
-        impl: ``lean`` (default) or ``reference`` (see the module docstring).
+        impl: ``lean`` (default) or ``reference`` (see `attnzoo.ops.lesa`).
 
     Shapes: (N, in_planes, H, W) with (H, W) == fmap_size -> (N, out_planes, H // stride, W // stride).
     """
@@ -145,10 +145,7 @@ class LESA(nn.Module):
         if groups < 1 or in_planes % groups or out_planes % (2 * groups):
             raise UserError(f"LESA: channels in={in_planes}, out={out_planes} do not fit groups={groups}; "
                             f"in_planes must be divisible by groups and out_planes by 2*groups={2 * groups}")
-        if pe_type not in PE_TYPES:
-            raise UserError(f"LESA: unknown pe_type '{pe_type}'; {choices_hint(pe_type, PE_TYPES)}")
-        if impl not in IMPLS:
-            raise UserError(f"LESA: unknown impl '{impl}'; {choices_hint(impl, IMPLS)}")
+        check_options(pe_type, impl)
         df_channel_shrink, df_kernel_size, df_group = list(df_channel_shrink), list(df_kernel_size), list(df_group)
         if len(df_kernel_size) != len(df_channel_shrink) + 1 or len(df_group) != len(df_channel_shrink) + 1:
             raise UserError(f"LESA: df_kernel_size {df_kernel_size} and df_group {df_group} need one entry per "

@@ -4,27 +4,24 @@
         qkv (N, 2C, L), the qkv convolution's output before its BatchNorm -> (N, C, L)
 
 Global multi-head self-attention over the L = H*W positions with a relative position embedding,
-BatchNorm on the similarity terms and on the outputs. q, k, v are the `groups` heads of
-BN_qkv(qkv), split into `split` = [c_q, c_q, c_v] channels per head. `pe` holds the embedding:
+BatchNorm on the similarity terms and on the outputs (the formulas are in `attnzoo.layers.lesa`).
+q, k, v are the `groups` heads of BN_qkv(qkv), split into `split` = [c_q, c_q, c_v] channels per
+head; `pe` holds the embedding of `pe_type`:
 
-* ``classification`` -- (relative (2c_q + c_v, 2L-1), flat_index (L, L)): one table indexed by the
-  offset of the *flattened* positions gives query, key and value embeddings. Similarity
-  ``BN(q.k) + BN(q.r_q) + BN(k.r_k)``, output ``BN(sum_j p_ij v_j) + BN(sum_j p_ij r_v(i, j))``.
-* ``detection_qr`` -- (rel_height (2H-1, c_q), rel_width (2W-1, c_q), index_h (H, H), index_w (W, W)):
-  2-D relative logits added to the query only; similarity ``BN(q.k) + BN(q.r)``, output
-  ``BN(sum_j p_ij v_j)``.
+* ``classification`` -- (relative (2c_q + c_v, 2L-1), flat_index (L, L));
+* ``detection_qr`` -- (rel_height (2H-1, c_q), rel_width (2W-1, c_q), index_h (H, H), index_w (W, W)).
 
 The three BatchNorms are the block's modules: their statistics are used and updated as
 `nn.BatchNorm` does. Three paths compute the same function:
 
-* ``impl="lean"`` (default), with autograd or in training -- ``classification`` runs
+* ``impl="lean"`` (default) with autograd or in training -- ``classification`` runs
   `lesa_flat.FlatAttention` (saves only the qkv input, the tables and per-head statistics; closed-form
   BatchNorm statistics and gradients, chunked work buffers), ``detection_qr`` `lesa_lean.LeanAttention`
   (recomputes the similarity terms in backward). No (HW x HW) tensor is saved for backward.
-* evaluation without grad (eval mode, ``torch.no_grad``), either impl's lean setting -- the similarity
-  BatchNorm is folded into per-head scales (its shifts cancel in the softmax) and the output BatchNorm
-  into the values; ``detection_qr`` is one `F.scaled_dot_product_attention` call with the relative
-  logits as additive mask, ``classification`` an explicit softmax (its value term needs the weights).
+* ``impl="lean"`` in eval mode without grad -- the similarity BatchNorm is folded into per-head
+  scales (its shifts cancel in the softmax) and the output BatchNorm into the values; ``detection_qr``
+  is one `F.scaled_dot_product_attention` call with the relative logits as additive mask,
+  ``classification`` an explicit softmax (its value term needs the weights).
 * ``impl="reference"`` -- the official formulation: every (channels x HW x HW) embedding tensor
   materialised, the similarity terms concatenated, BatchNorm, summed. The baseline of
   ``benchmarks/lesa_memory.py`` and of the equivalence tests.
@@ -89,13 +86,18 @@ def similarity_terms(pe_type, pe, q, k):
 
 # ------------------------------------------------------------------------------- the dispatch
 
+def check_options(pe_type, impl) -> None:
+    """UserError naming the valid choices for an unknown position embedding or implementation."""
+    if pe_type not in PE_TYPES:
+        raise UserError(f"LESA: unknown pe_type '{pe_type}'; {choices_hint(str(pe_type), PE_TYPES)}")
+    if impl not in IMPLS:
+        raise UserError(f"LESA: unknown impl '{impl}'; {choices_hint(str(impl), IMPLS)}")
+
+
 @register_notrace_function
 def lesa_attention(qkv, bn_qkv, bn_similarity, bn_output, groups, split, pe_type, pe, impl="lean"):
     """LESA's binary term, (N, 2C, L) qkv before its BatchNorm -> (N, C, L); see the module docstring."""
-    if impl not in IMPLS:
-        raise UserError(f"LESA: unknown impl '{impl}'; {choices_hint(str(impl), IMPLS)}")
-    if pe_type not in PE_TYPES:
-        raise UserError(f"LESA: unknown pe_type '{pe_type}'; {choices_hint(str(pe_type), PE_TYPES)}")
+    check_options(pe_type, impl)
     N, _, L = qkv.shape
     folded = not bn_similarity.training and not torch.is_grad_enabled()
     if impl == "lean" and pe_type == "classification" and not folded:
