@@ -30,7 +30,6 @@ forward; here the gradient always is that of the forward.
 import importlib.util
 import logging
 import os
-
 from typing import Tuple, Union
 
 import torch
