@@ -10,6 +10,7 @@ import timm
 from . import models  # noqa: F401  (registers the networks)
 from .errors import UserError, choices_hint
 from .models import ATTNZOO_MODELS
+from .weights import read_state_dict
 
 __version__ = "0.1.0"
 __all__ = ["create_model", "list_models", "UserError", "__version__"]
@@ -33,11 +34,27 @@ def check_model_name(name: str) -> None:
 def create_model(name: str, **kwargs):
     """Build a registered network (attnzoo's or timm's) by name; kwargs go to its constructor.
 
-    An unknown name raises `UserError` naming the closest registered names.
+    Weights come from a local file only, the timm way: `pretrained=True,
+    pretrained_cfg_overlay=dict(file=PATH)` (safetensors, or a torch state dict read with
+    `weights_only=True`). An unknown name, an unreadable file or one that does not fit the network
+    raises `UserError` with one line saying so.
     """
     check_model_name(name)
     kwargs.setdefault("pretrained", False)
+    overlay = dict(kwargs.get("pretrained_cfg_overlay") or {})
+    if kwargs["pretrained"]:
+        if not overlay.get("file") and overlay.get("state_dict") is None:
+            raise UserError(f"model '{name}': attnzoo downloads no weights; give a local file: "
+                            "pretrained=True, pretrained_cfg_overlay=dict(file=PATH)")
+        if overlay.get("file"):  # read here, so that a bad file is one clear line
+            overlay["state_dict"] = read_state_dict(overlay.pop("file"), "pretrained file")
+        kwargs["pretrained_cfg_overlay"] = overlay
     try:
         return timm.create_model(name, **kwargs)
     except TypeError as e:  # an option the constructor does not take
         raise UserError(f"model '{name}': {e}") from None
+    except RuntimeError as e:  # load_state_dict's shape report, several lines
+        if not kwargs["pretrained"] or "state_dict" not in str(e):
+            raise
+        raise UserError(f"pretrained weights do not fit model '{name}': "
+                        + " ".join(str(e).split())[:400]) from None
