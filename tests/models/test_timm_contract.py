@@ -250,6 +250,8 @@ def test_local_weights_the_timm_way(tmp_path, fmt):
         assert all(torch.equal(v, source.state_dict()[k]) for k, v in model.state_dict().items())
     other = attnzoo.create_model("lsas_senet_cifar", depth=11, num_classes=3, **local)  # new classifier
     assert torch.equal(other.conv1.weight, source.conv1.weight) and other.fc.out_features == 3
+    gray = attnzoo.create_model("lsas_senet_cifar", depth=11, in_chans=1, **local)  # timm adapts the stem
+    assert torch.allclose(gray.conv1.weight, source.conv1.weight.sum(1, keepdim=True))
 
 
 def test_bad_weight_files_are_one_line_user_errors(tmp_path):

@@ -135,7 +135,7 @@ class IDANet(AttnzooNet):
         backbone_kwargs: extra constructor options of the backbone.
         freeze_backbone: backbone parameter-name prefixes to keep fixed, e.g. ["conv1", "bn1",
             "layer1"] as the official code (DETR-style: only layer2-4 of a ResNet train).
-        drop_rate: dropout before the linear classifier (linear head only).
+        drop_rate: dropout on the pooled features (before the linear head; not the IDA head's).
         in_chans: input channels (the backbone's).
         global_pool: the pooling of the linear head and of `pre_logits` (the IDA head pools by
             class attention).
