@@ -109,9 +109,9 @@ def create_backbone(name: str, **kwargs) -> nn.Module:
 
 # ----------------------------------------------------------------------------------- the network
 
-# A leaf for FX (the layout test is not traced as data): timm's registration for timm's extractors, and
-# torch.fx.wrap because the caller is a method outside the traced forward's module (timm only
-# patches functions in the globals of the code it traces).
+# A leaf for FX (the layout test is not traced as data): timm's registration for timm's
+# extractors, and torch.fx.wrap because the caller is a method outside the traced forward's module
+# (timm only patches functions in the globals of the code it traces).
 @register_notrace_function
 @torch.fx.wrap
 def to_nchw(x: torch.Tensor, fmt: str) -> torch.Tensor:

@@ -44,9 +44,9 @@ default_cfgs = generate_default_cfgs({
     for name in ("lesa_resnet50", "lesa_wrn50")})
 
 
-# A leaf for FX (the check runs, the size is not traced as data): timm's registration for timm's extractors, and
-# torch.fx.wrap because the caller is a method outside the traced forward's module (timm only
-# patches functions in the globals of the code it traces).
+# A leaf for FX (the check runs, the size is not traced as data): timm's registration for timm's
+# extractors, and torch.fx.wrap because the caller is a method outside the traced forward's module
+# (timm only patches functions in the globals of the code it traces).
 @register_notrace_function
 @torch.fx.wrap
 def check_input_size(x: torch.Tensor, img_size: tuple[int, int]) -> torch.Tensor:
@@ -190,8 +190,8 @@ def _lesa(name: str, pretrained, kwargs: dict, **defaults) -> LESAResNet:
     kwargs = {**defaults, **kwargs}
     if "img_size" in kwargs:
         h, w = _pair(kwargs["img_size"])
-        kwargs["pretrained_cfg_overlay"] = dict(input_size=(kwargs.get("in_chans", 3), h, w),
-                                                pool_size=(h // 16, w // 16)) | (kwargs.get("pretrained_cfg_overlay") or {})
+        size = dict(input_size=(kwargs.get("in_chans", 3), h, w), pool_size=(h // 16, w // 16))
+        kwargs["pretrained_cfg_overlay"] = size | (kwargs.get("pretrained_cfg_overlay") or {})
     return build(LESAResNet, name, pretrained, **kwargs)
 
 
