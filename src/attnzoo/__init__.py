@@ -42,15 +42,16 @@ def create_model(name: str, **kwargs):
     check_model_name(name)
     kwargs.setdefault("pretrained", False)
     overlay = dict(kwargs.get("pretrained_cfg_overlay") or {})
+    file = overlay.get("file")
     if kwargs["pretrained"]:
-        if not overlay.get("file") and overlay.get("state_dict") is None:
+        if not file and overlay.get("state_dict") is None:
             raise UserError(f"model '{name}': attnzoo downloads no weights; give a local file: "
                             "pretrained=True, pretrained_cfg_overlay=dict(file=PATH)")
-        if overlay.get("file"):  # read here, so that a bad file is one clear line
-            overlay["state_dict"] = read_state_dict(overlay.pop("file"), "pretrained file")
+        if file:  # read here (attnzoo's reader), so that a bad file is one clear line
+            overlay.update(file=None, state_dict=read_state_dict(file, "pretrained file"))
         kwargs["pretrained_cfg_overlay"] = overlay
     try:
-        return timm.create_model(name, **kwargs)
+        model = timm.create_model(name, **kwargs)
     except TypeError as e:  # an option the constructor does not take
         raise UserError(f"model '{name}': {e}") from None
     except RuntimeError as e:  # load_state_dict's shape report, several lines
@@ -58,3 +59,6 @@ def create_model(name: str, **kwargs):
             raise
         raise UserError(f"pretrained weights do not fit model '{name}': "
                         + " ".join(str(e).split())[:400]) from None
+    if kwargs["pretrained"] and file:  # the cfg names the file, it does not hold its tensors
+        model.pretrained_cfg.update(file=str(file), state_dict=None)
+    return model

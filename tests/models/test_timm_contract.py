@@ -250,6 +250,7 @@ def test_local_weights_the_timm_way(tmp_path, fmt):
     for create in (timm.create_model, attnzoo.create_model):
         model = create("lsas_senet_cifar", depth=11, **local)
         assert all(torch.equal(v, source.state_dict()[k]) for k, v in model.state_dict().items())
+        assert model.pretrained_cfg["file"] == str(path) and model.pretrained_cfg.get("state_dict") is None
     other = attnzoo.create_model("lsas_senet_cifar", depth=11, num_classes=3, **local)  # new classifier
     assert torch.equal(other.conv1.weight, source.conv1.weight) and other.fc.out_features == 3
     gray = attnzoo.create_model("lsas_senet_cifar", depth=11, in_chans=1, **local)  # timm adapts the stem
