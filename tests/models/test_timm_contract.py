@@ -187,6 +187,20 @@ def test_features_only(name):
         assert all(torch.equal(a, b) for a, b in zip(pruned(x), expected))
 
 
+@pytest.mark.parametrize("name", ["resnet20_cifar", "sb_vgg16_cifar", "san10_pairwise", "lesa_resnet50", "ida"])
+def test_feature_classes_take_the_same_maps(name):
+    """feature_info's module names are what timm's FX and hook extractors take the maps from."""
+    kwargs, _ = SAMPLED[name]
+    x = _input(name, batch=1)
+    outs = {}
+    for cls in ("getter", "fx", "hook"):
+        torch.manual_seed(0)
+        net = timm.create_model(name, features_only=True, feature_cls=cls, out_indices=(0, 1, 2, 3), **kwargs)
+        with torch.no_grad():
+            outs[cls] = list(net.eval()(x))
+    assert all(torch.equal(a, b) for cls in ("fx", "hook") for a, b in zip(outs["getter"], outs[cls]))
+
+
 @pytest.mark.parametrize("name, kwargs, size", [
     ("lsas_senet_resnet50", {}, 64), ("san10_pairwise", {}, 128), ("lesa_resnet50", dict(img_size=32), 32)])
 def test_detector_style_features(name, kwargs, size):

@@ -64,20 +64,21 @@ class SAN(AttnzooNet):
             blocks = [SANBottleneck(self.sa_type, width, width // 16, width // 4, width, share_planes, k,
                                     1, backend=backend) for _ in range(n)]
             setattr(self, f"layer{i}", nn.Sequential(*blocks))
+            setattr(self, f"relu{i}", nn.ReLU(inplace=True))  # one per stage: its output is the feature
             prev = width
         self.relu = nn.ReLU(inplace=True)
         self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
-        self.feature_info = [dict(num_chs=w, reduction=2 ** (i + 1), module=f"layer{i}") for i, w in enumerate(widths)]
-        self.stage_modules = [(f"conv{i}", f"bn{i}", f"layer{i}") for i in range(5)]
+        self.feature_info = [dict(num_chs=w, reduction=2 ** (i + 1), module=f"relu{i}") for i, w in enumerate(widths)]
+        self.stage_modules = [(f"conv{i}", f"bn{i}", f"layer{i}", f"relu{i}") for i in range(5)]
         self._init_head(prev, num_classes, global_pool, drop_rate)
 
     def _stage(self, i: int):
-        conv, bn, layer = getattr(self, f"conv{i}"), getattr(self, f"bn{i}"), getattr(self, f"layer{i}")
+        conv, bn, layer, relu = (getattr(self, f"{m}{i}") for m in ("conv", "bn", "layer", "relu"))
 
         def stage(x):  # (N, C, H, W) -> (N, width, H/2, W/2)
             if i == 0:
                 x = self.relu(self.bn_in(self.conv_in(x)))
-            return self.relu(bn(layer(conv(self.pool(x)))))
+            return relu(bn(layer(conv(self.pool(x)))))
         return stage
 
     def _stages(self):
@@ -89,11 +90,11 @@ class SAN(AttnzooNet):
             return self.forward_intermediates(x, indices=1)[0]  # checkpointed or pruned: stage by stage
         # written out for TorchScript, which cannot look the official top-level names up by index
         x = self.relu(self.bn_in(self.conv_in(x)))                          # (N, 64, H, W)
-        x = self.relu(self.bn0(self.layer0(self.conv0(self.pool(x)))))     # (N, 64, H/2, W/2)
-        x = self.relu(self.bn1(self.layer1(self.conv1(self.pool(x)))))     # (N, 256, H/4, W/4)
-        x = self.relu(self.bn2(self.layer2(self.conv2(self.pool(x)))))     # (N, 512, H/8, W/8)
-        x = self.relu(self.bn3(self.layer3(self.conv3(self.pool(x)))))     # (N, 1024, H/16, W/16)
-        return self.relu(self.bn4(self.layer4(self.conv4(self.pool(x)))))  # (N, 2048, H/32, W/32)
+        x = self.relu0(self.bn0(self.layer0(self.conv0(self.pool(x)))))     # (N, 64, H/2, W/2)
+        x = self.relu1(self.bn1(self.layer1(self.conv1(self.pool(x)))))     # (N, 256, H/4, W/4)
+        x = self.relu2(self.bn2(self.layer2(self.conv2(self.pool(x)))))     # (N, 512, H/8, W/8)
+        x = self.relu3(self.bn3(self.layer3(self.conv3(self.pool(x)))))     # (N, 1024, H/16, W/16)
+        return self.relu4(self.bn4(self.layer4(self.conv4(self.pool(x)))))  # (N, 2048, H/32, W/32)
 
 
 def _san(name: str, depth: int, sa_type: str, pretrained, kwargs):

@@ -64,10 +64,10 @@ class VggCifar(AttnzooNet):
             attns.append(attn_layer(width) if attn_layer else nn.Identity())
         self.stages = nn.ModuleList(stages)
         self.attns = nn.ModuleList(attns)
-        self.pool = nn.MaxPool2d(2, 2)
+        self.pools = nn.ModuleList(nn.MaxPool2d(2, 2) for _ in STAGES)  # one each: distinct FX nodes
         self.feature_info = [dict(num_chs=w, reduction=2 ** i, module=f"attns.{i}")
-                             for i, (w, _) in enumerate(STAGES)] + [dict(num_chs=512, reduction=16, module="pool")]
-        self.stage_modules = [(f"stages.{i}", f"attns.{i}") for i in range(len(STAGES))] + [()]
+                             for i, (w, _) in enumerate(STAGES)] + [dict(num_chs=512, reduction=16, module="pools.3")]
+        self.stage_modules = [(f"stages.{i}", f"attns.{i}") for i in range(len(STAGES))] + [("pools.3",)]
         self.init_std = None  # the seed's init is applied once, to the whole network, below
         self.pre_logits = None
         self._init_head(512, num_classes, global_pool, drop_rate)
@@ -102,17 +102,17 @@ class VggCifar(AttnzooNet):
 
     def _stage(self, i: int):
         stage, attn = self.stages[i], self.attns[i]
-        return (lambda x: attn(stage(x))) if i == 0 else (lambda x: attn(stage(self.pool(x))))
+        return (lambda x: attn(stage(x))) if i == 0 else (lambda x: attn(stage(self.pools[i - 1](x))))
 
     def _stages(self):
-        return [self._stage(i) for i in range(len(STAGES))] + [self.pool]
+        return [self._stage(i) for i in range(len(STAGES))] + [self.pools[-1]]
 
     def forward_features(self, x):
         """(N, in_chans, H, W) -> (N, 512, H/16, W/16)."""
         if (self.grad_checkpointing or self.pruned) and not torch.jit.is_scripting():
             return self.forward_intermediates(x, indices=1)[0]  # checkpointed or pruned: stage by stage
-        for stage, attn in zip(self.stages, self.attns):
-            x = self.pool(attn(stage(x)))
+        for stage, attn, pool in zip(self.stages, self.attns, self.pools):
+            x = pool(attn(stage(x)))
         return x
 
     def forward_head(self, x, pre_logits: bool = False):
