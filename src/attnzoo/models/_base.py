@@ -11,9 +11,10 @@
 A network sets `feature_info` (one dict per stage: num_chs, reduction, module), `stage_modules`
 (the module names each stage owns, for pruning) and implements `_stages()`: one callable per
 stage, whose composition is `forward_features`. `forward_features` itself is written out in each
-network, so that TorchScript can compile it; the contract tests check that both agree. After
-pruning, the stages a network shares modules with (SAN's and VGG's max pooling) run stage by stage
-through `_stages()`, so that `forward_features` ends at the last kept stage.
+network, so that TorchScript can compile it; the contract tests check that both agree. Pruning
+empties the modules of the dropped stages; SAN and VGG, whose stages start with a max pool that
+would still run, then go stage by stage through `_stages()`, so that `forward_features` ends at the
+last kept stage.
 """
 from __future__ import annotations
 
