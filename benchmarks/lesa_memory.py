@@ -2,11 +2,11 @@
 
     python benchmarks/lesa_memory.py [--batch 8] [--img 224] [--steps 3] [--threads N]
 
-Two implementations of the same network (`lesa_kwargs.impl`, see `attnzoo.layers.lesa`):
+Two implementations of the same network (`lesa_kwargs.impl`, see `attnzoo.ops.lesa`):
 
 * ``reference`` -- the straightforward formulation of the official code: every (channels x HW x HW)
   relative-embedding tensor materialised, similarity terms concatenated, BatchNorm, sum;
-* ``lean`` -- attnzoo's default (`attnzoo.layers.lesa_flat`): one autograd function from the qkv
+* ``lean`` -- attnzoo's default (`attnzoo.ops.lesa_flat`): one autograd function from the qkv
   convolution's output to the aggregated values that saves only that output, the tables and
   per-head statistics; BatchNorm statistics of the similarity terms and the BatchNorm parts of
   their gradient in closed form from (c x c) Gram matrices; the batch processed a few samples at a

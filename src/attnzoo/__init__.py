@@ -5,7 +5,6 @@
 attnzoo block into a built network, and `create_model("resnet18+lsas_se")` does both at once.
 """
 import fnmatch
-import pickle
 
 import timm
 
@@ -14,7 +13,7 @@ from .errors import UserError
 from .layers import get_attn
 from .models import ATTNZOO_MODELS
 from .models.surgery import add_attention, load_host_weights, split_model_name
-from .weights import check_torch_file, load_failure, quiet_unpickler
+from .weights import read_state_dict
 
 __version__ = "0.1.0"
 __all__ = ["add_attention", "create_model", "get_attn", "list_models", "load_host_weights",
@@ -57,26 +56,35 @@ def create_model(name: str, **kwargs):
     """Build a registered network (attnzoo's or timm's) by name; kwargs go to its constructor.
 
     'host+block' (e.g. 'resnet18+lsas_se') builds the host and inserts the block with
-    `add_attention`'s defaults. An unknown name, a bad shared option (num_classes, in_chans,
-    img_size, drop rates) or pretrained weights that cannot be loaded raise `UserError` saying
-    what is valid.
+    `add_attention`'s defaults. Weights come from a local file only, the timm way:
+    `pretrained=True, pretrained_cfg_overlay=dict(file=PATH)` (safetensors, or a torch state dict
+    read with `weights_only=True`). An unknown name, a bad shared option (num_classes, in_chans,
+    img_size, drop rates), an unreadable file or one that does not fit the network raise
+    `UserError` with one line saying what is valid.
     """
     host, block = split_model_name(name)
     _check_common_kwargs(name, kwargs)
     kwargs.setdefault("pretrained", False)
+    overlay = dict(kwargs.get("pretrained_cfg_overlay") or {})
+    file = overlay.get("file")
+    if kwargs["pretrained"]:
+        if not file and overlay.get("state_dict") is None:
+            raise UserError(f"model '{name}': attnzoo downloads no weights; give a local file: "
+                            "pretrained=True, pretrained_cfg_overlay=dict(file=PATH)")
+        if file:  # read here (attnzoo's reader), so that a bad file is one clear line
+            overlay.update(file=None, state_dict=read_state_dict(file, "pretrained file"))
+        kwargs["pretrained_cfg_overlay"] = overlay
     try:
-        weights = (kwargs.get("pretrained_cfg_overlay") or {}).get("file")
-        if kwargs["pretrained"] and weights and not str(weights).endswith(".safetensors"):
-            check_torch_file(weights)  # timm would unpickle a text file into an opcode error
-        with quiet_unpickler():
-            model = timm.create_model(host, **kwargs)
+        model = timm.create_model(host, **kwargs)
     except UserError:
         raise
     except TypeError as e:  # an option the constructor does not take
         raise UserError(f"model '{host}': {e}") from None
-    except (RuntimeError, OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as e:
-        # with pretrained weights: a text file, another architecture, a refused pickle
+    except (RuntimeError, ValueError, KeyError) as e:  # load_state_dict's report, several lines
         if not kwargs["pretrained"]:
             raise
-        raise UserError(f"model '{host}': its pretrained weights cannot be loaded ({load_failure(e)})") from None
+        raise UserError(f"pretrained weights do not fit model '{host}': "
+                        + " ".join(str(e).split())[:400]) from None
+    if kwargs["pretrained"] and file:  # the cfg names the file, it does not hold its tensors
+        model.pretrained_cfg.update(file=str(file), state_dict=None)
     return add_attention(model, block)[0] if block else model

@@ -36,7 +36,7 @@ def test_channel_gates_of_every_block(block):
     from attnzoo.layers.se import SE
     from attnzoo.layers.shift_balance import ShiftBalance
 
-    make = {"se": lambda c: SE(c, reduction=4), "lsas": lambda c: LSAS(c, order=2, reduction=4),
+    make = {"se": lambda c: SE(c, rd_ratio=0.25), "lsas": lambda c: LSAS(c, order=2, rd_ratio=0.25),
             "sb": lambda c: ShiftBalance(c), "timm_eca": "eca"}[block]
     torch.manual_seed(0)
     net = CifarResNet(depth=8, attn=make, num_classes=3).eval()

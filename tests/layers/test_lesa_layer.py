@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from attnzoo.errors import UserError
-from attnzoo.layers import lesa_flat
+from attnzoo.ops import lesa_flat
 from attnzoo.layers.factory import create_block
 from attnzoo.layers.lesa import LESA, relative_index, resample_relative_1d, resample_relative_flat
 

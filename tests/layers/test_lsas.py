@@ -1,6 +1,8 @@
 """LSAS sub-attention: the vectorised chain equals the sequential definition for every order."""
 import pytest
 import torch
+from torch.utils._pytree import tree_leaves
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from attnzoo.errors import UserError
 from attnzoo.layers.lsas import LSAS
@@ -49,10 +51,37 @@ def test_lsas_on_cbam_gates_the_channels_then_the_space():
     assert torch.allclose(m(x), m.base(x), atol=1e-6)   # order 0 == timm's CBAM
 
 
-def test_no_full_size_tensor_besides_the_output_in_the_gate():
-    m = LSAS(16, order=5)
-    x = torch.randn(2, 16, 8, 8)
-    assert m.gate(x).shape == (2, 16, 1, 1)
+class OutputShapes(TorchDispatchMode):
+    """Records the shape of every tensor an operator returns."""
+
+    def __init__(self):
+        super().__init__()
+        self.shapes = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self.shapes += [tuple(t.shape) for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+        return out
+
+
+@pytest.mark.parametrize("base", ["se", "eca"])
+@pytest.mark.parametrize("order", [0, 5])
+def test_no_full_size_tensor_besides_the_output(base, order):
+    """The gate is computed at (N, C) size: the only (N, C, H, W) tensor made is x * gate, and the
+    only one saved for backward is x itself."""
+    m = LSAS(16, attn=base, order=order)
+    x = torch.randn(2, 16, 8, 8, requires_grad=True)
+    saved = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    with OutputShapes() as made, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = m(x)
+    assert made.shapes.count(tuple(x.shape)) == 1 and y.shape == x.shape
+    full = [t for t in saved if t.shape == x.shape]
+    assert full and all(t.data_ptr() == x.data_ptr() for t in full)
 
 
 @pytest.mark.parametrize("order", [-1, 6, 1.5, True])

@@ -20,7 +20,7 @@ def test_sam_parameter_shapes_follow_the_official_module():
     assert pair.conv_w[2].weight.shape == (4, 4 + 2, 1, 1) and pair.conv_w[5].weight.shape == (2, 4, 1, 1)
     assert pair.conv_p.weight.shape == (2, 2, 1, 1)
     assert patch.conv_w[2].weight.shape == (2, 4 * 50, 1, 1) and patch.conv_w[5].weight.shape == (98, 2, 1, 1)
-    assert not hasattr(patch, "conv_p")
+    assert patch.conv_p is None and not any("conv_p" in k for k in patch.state_dict())
 
 
 @pytest.mark.parametrize("sa_type", ["pairwise", "patchwise"])
@@ -45,7 +45,7 @@ def test_pairwise_weights_are_a_softmax_over_the_neighbourhood():
 
 
 def test_position_grid():
-    p = position_grid(2, 3, torch.zeros(1))
+    p = position_grid(torch.zeros(1, 5, 2, 3))
     assert p.shape == (1, 2, 2, 3)
     torch.testing.assert_close(p[0, 0], torch.tensor([[-1.0, 0.0, 1.0], [-1.0, 0.0, 1.0]]))
     torch.testing.assert_close(p[0, 1], torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))

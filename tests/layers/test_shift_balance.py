@@ -9,7 +9,7 @@ from attnzoo.layers.shift_balance import ACTIVATIONS, BNSqueezeExcite, ShiftBala
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_sb_is_x_plus_lambda_times_attention(activation):
     torch.manual_seed(0)
-    sb = ShiftBalance(16, ratio=0.5, activation=activation).train()
+    sb = ShiftBalance(16, rd_ratio=0.5, activation=activation).train()
     assert sb.fc1.out_features == 8 and sb.lam.shape == (1, 16)
     x = torch.randn(4, 16, 3, 3)
     a = sb.attention(x)
@@ -45,9 +45,24 @@ def test_bn_se_is_a_sigmoid_scale():
 
 
 def test_bad_options_are_user_errors():
-    with pytest.raises(UserError, match="ratio 0.01 leaves 0 hidden channels for 16 channels"):
-        ShiftBalance(16, ratio=0.01)
+    with pytest.raises(UserError, match="rd_ratio 0.01 leaves 0 hidden channels for 16 channels"):
+        ShiftBalance(16, rd_ratio=0.01)
     with pytest.raises(UserError, match="unknown activation 'gelu'.*valid: .*tanh"):
         ShiftBalance(16, activation="gelu")
-    with pytest.raises(UserError, match="ratio must be positive"):
-        BNSqueezeExcite(16, ratio=0)
+    with pytest.raises(UserError, match="rd_ratio must be positive"):
+        BNSqueezeExcite(16, rd_ratio=0)
+
+
+@pytest.mark.parametrize("block", [ShiftBalance, BNSqueezeExcite])
+def test_hidden_width_is_the_seeds_int_of_rd_ratio_times_c(block):
+    for channels, rd_ratio in ((64, 0.5), (100, 0.57), (48, 1 / 3), (10, 0.25)):
+        assert block(channels, rd_ratio=rd_ratio).fc1.out_features == int(rd_ratio * channels)
+    assert block(64, rd_channels=5).fc1.out_features == 5
+    assert block(100, rd_ratio=0.5, rd_divisor=8).fc1.out_features == 48
+
+
+@pytest.mark.parametrize("block", [ShiftBalance, BNSqueezeExcite])
+def test_old_ratio_name_warns_and_means_the_same(block):
+    with pytest.warns(FutureWarning, match="ratio=0.25 is deprecated; use rd_ratio=0.25"):
+        old = block(48, ratio=0.25)
+    assert old.fc1.out_features == block(48, rd_ratio=0.25).fc1.out_features == 12

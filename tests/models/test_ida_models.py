@@ -1,11 +1,10 @@
-"""IDA networks: registration, any backbone, local backbone weights, freezing, conversion."""
+"""IDA networks: registration, any backbone, local weights, freezing."""
 import pytest
 import torch
 import torchvision
 from safetensors.torch import save_file
 
 import attnzoo
-from attnzoo.convert import ida as convert_ida
 from attnzoo.errors import UserError
 from attnzoo.layers.intervention import InterventionalClassifier
 from attnzoo.models import ida as ida_models  # noqa: F401  (registers the IDA networks)
@@ -28,7 +27,8 @@ def test_ida_on_a_timm_backbone():
     feats = model.forward_features(x)
     assert feats.shape == (2, 512, 2, 2) and model.num_features == 512
     assert model(x).shape == (2, 5)
-    assert model.forward_head(feats, pre_logits=True).shape == (2, 5, 512)
+    assert model.forward_head(feats, pre_logits=True).shape == (2, 512)  # pooled, as after reset_classifier(0)
+    assert model.head(feats, pre_logits=True).shape == (2, 5, 512)  # the IDA head's class features
     assert model.attention_maps(x).shape == (2, 4, 5, 2, 2)
     assert isinstance(model.get_classifier(), InterventionalClassifier)
     model.reset_classifier(3)
@@ -65,22 +65,34 @@ def test_backbone_weights_from_a_local_file(tmp_path, fmt):
         state = timm.create_model("resnet18", num_classes=1000).state_dict()
         path = tmp_path / "resnet18.safetensors"
         save_file({k: v.contiguous() for k, v in state.items()}, str(path))
-    model = attnzoo.create_model("ida", backbone="resnet18", num_classes=3, pretrained=str(path))
+    model = attnzoo.create_model("ida", backbone="resnet18", num_classes=3, pretrained=True,
+                                 pretrained_cfg_overlay=dict(file=str(path)))
     assert torch.equal(model.backbone.conv1.weight, state["conv1.weight"])
     assert torch.equal(model.backbone.layer4[1].bn2.running_var, state["layer4.1.bn2.running_var"])
 
 
+def _local(path):
+    return dict(pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+
+
+def test_whole_network_weights_from_a_local_file(tmp_path):
+    source = attnzoo.create_model("ida", backbone="resnet18", num_classes=80)
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "ida.safetensors"))
+    model = attnzoo.create_model("ida", backbone="resnet18", num_classes=80, **_local(tmp_path / "ida.safetensors"))
+    assert all(torch.equal(v, source.state_dict()[k]) for k, v in model.state_dict().items())
+
+
 def test_backbone_weights_errors(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
-        attnzoo.create_model("ida", backbone="resnet18", pretrained=str(tmp_path / "none.pth"))
+        attnzoo.create_model("ida", backbone="resnet18", **_local(tmp_path / "none.pth"))
     wrong = tmp_path / "resnet34.pth"
     torch.save(torchvision.models.resnet34(weights=None).state_dict(), wrong)
     with pytest.raises(UserError, match="does not fit backbone 'resnet18'.*unexpected keys"):
-        attnzoo.create_model("ida", backbone="resnet18", pretrained=str(wrong))
+        attnzoo.create_model("ida", backbone="resnet18", **_local(wrong))
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="cannot be read safely as a state dict"):
-        attnzoo.create_model("mlc_baseline", backbone="resnet18", backbone_weights=str(junk))
+        attnzoo.create_model("mlc_baseline", backbone="resnet18", **_local(junk))
     with pytest.raises(UserError, match="downloads no weights"):
         attnzoo.create_model("ida_resnet101", pretrained=True)
     with pytest.raises(UserError, match="unknown backbone 'resnet1o1'"):
@@ -97,64 +109,3 @@ def test_freeze_backbone():
     assert not any(n.startswith(("backbone.layer2", "head")) for n in frozen)
     with pytest.raises(UserError, match="'layer9' names no parameter.*layer4"):
         attnzoo.create_model("ida", backbone="resnet18", freeze_backbone=["layer9"])
-
-
-def official_layout(model) -> dict:
-    """attnzoo IDA state -> the official module names (inverse of attnzoo.convert.ida)."""
-    inverse = {"q": "att.q_proj", "k": "att.k_proj", "v": "att.v_proj", "proj": "att.out_proj",
-               "fc1": "linear1", "fc2": "linear2", "norm1": "norm1", "norm2": "norm2"}
-    out = {}
-    for key, value in model.state_dict().items():
-        if key.endswith("num_batches_tracked"):
-            continue  # FrozenBatchNorm2d has none
-        if key.startswith("backbone."):
-            out["backbone.0.body." + key[len("backbone."):]] = value
-        elif key == "head.weight" and value.ndim == 3:
-            for h in range(value.shape[0]):
-                out[f"clf.head.{h}.weight"] = value[h][:, :, None, None].clone()
-        elif key.startswith("head.layers."):
-            _, _, idx, mod, leaf = key.split(".")
-            out[f"clf.att_layers.layers.{idx}.{inverse[mod]}.{leaf}"] = value
-        else:
-            out["clf." + key[len("head."):]] = value
-    return out
-
-
-@pytest.mark.parametrize("head", ["ida", "linear"])
-def test_convert_official_checkpoint(tmp_path, head):
-    from attnzoo.convert import convert_checkpoint
-    from attnzoo.engine.checkpoint import read_weights
-
-    kwargs = dict(backbone="resnet18", num_classes=3, head=head)
-    source = attnzoo.create_model("ida", **kwargs).eval()
-    official = official_layout(source)
-    converted = convert_ida.convert(dict(official), "ida")
-    assert set(converted) == set(source.state_dict())
-    path = tmp_path / "checkpoint.pth.tar"
-    torch.save({"epoch": 3, "state_dict": {"module." + k: v for k, v in official.items()}}, path)
-    out = tmp_path / "ida.safetensors"
-    convert_checkpoint("ida-official", path, "ida", out, model_kwargs=kwargs)
-    state, _ = read_weights(out)
-    target = attnzoo.create_model("ida", **kwargs).eval()
-    target.load_state_dict(state)
-    x = torch.randn(1, 3, 32, 32)
-    with torch.no_grad():
-        assert torch.allclose(source(x), target(x))
-
-
-def test_convert_refuses_foreign_keys(tmp_path):
-    from attnzoo.convert import convert_checkpoint
-
-    kwargs = dict(backbone="resnet18", num_classes=3)
-    official = official_layout(attnzoo.create_model("ida", **kwargs))
-    official["clf.extra.weight"] = torch.zeros(1)
-    path = tmp_path / "c.pth"
-    torch.save(official, path)
-    with pytest.raises(UserError, match="unexpected keys: clf.extra.weight"):
-        convert_checkpoint("ida-official", path, "ida", tmp_path / "o.safetensors", model_kwargs=kwargs)
-    assert not (tmp_path / "o.safetensors").exists()
-    official.pop("clf.extra.weight")
-    torch.save(official, path)
-    with pytest.raises(UserError, match="shape mismatches: head.weight"):
-        convert_checkpoint("ida-official", path, "ida", tmp_path / "o.safetensors",
-                           model_kwargs=dict(kwargs, num_classes=5))

@@ -1,11 +1,10 @@
-"""LESA-ResNet-50 / LESA-WRN-50: structure, parameter counts, sizes, conversion, recipes."""
+"""LESA-ResNet-50 / LESA-WRN-50: structure, parameter counts, sizes, resampling, recipes."""
 import pytest
 import timm
 import torch
 
-from attnzoo.convert.lesa import convert
 from attnzoo.errors import UserError
-from attnzoo.layers.lesa import LESA, relative_index
+from attnzoo.layers.lesa import LESA, resample_relative_flat
 from attnzoo.models.lesa import LESAResNet, lesa_resnet50, lesa_wrn50
 
 TINY = dict(layers=(1, 1, 2, 1), img_size=32, num_classes=5)
@@ -68,29 +67,32 @@ def test_wrong_input_size_names_built_size():
         m(torch.randn(1, 3, 64, 64))
 
 
-def test_weights_load_into_other_size():
-    small = _tiny()
+def test_weights_resampled_to_own_size_unchanged_and_to_another_size_like_a_direct_build():
+    small = _tiny().eval()
+    trained = small.state_dict()
+    same = _tiny(img_size=32)
+    same.load_state_dict(trained)
+    assert all(torch.equal(v, trained[k]) for k, v in same.state_dict().items())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(same.eval()(x), small(x))
+
     big = _tiny(img_size=64)
-    big.load_state_dict(small.state_dict(), strict=True)  # relative tables resampled
-    big.eval()
-    assert big(torch.randn(1, 3, 64, 64)).shape == (1, 5)
-
-
-def test_convert_official_state_dict():
-    m = _tiny()
-    official = dict(m.state_dict())
-    for name, mod in m.named_modules():
-        if isinstance(mod, LESA):  # the official blocks carry their derived index as a buffer
-            L = mod.fmap_size[0] * mod.fmap_size[1]
-            official[f"{name}.flatten_index"] = relative_index(L).flatten()
-    converted = convert(official, "lesa_resnet50")
-    assert set(converted) == set(m.state_dict())
-    _tiny().load_state_dict(converted, strict=True)
-    official["layer4.0.conv2.flatten_index"] = torch.zeros(4, dtype=torch.long)
-    with pytest.raises(UserError, match="flatten_index"):
-        convert(official, "lesa_resnet50")
-    with pytest.raises(UserError, match="lesa_resnet50, lesa_wrn50"):
-        convert({}, "resnet50")
+    direct = {k: v.shape for k, v in big.state_dict().items()}  # a network built at 64 px
+    big.load_state_dict(trained)
+    resampled = [k for k in trained if trained[k].shape != direct[k]]
+    assert resampled and all(k.endswith(".relative") for k in resampled)
+    for k, v in big.state_dict().items():
+        assert v.shape == direct[k]
+        if k in resampled:
+            block = k.removesuffix(".relative")
+            old, new = small.get_submodule(block).fmap_size, big.get_submodule(block).fmap_size
+            assert torch.equal(v, resample_relative_flat(trained[k], old, new))
+        else:
+            assert torch.equal(v, trained[k])
+    with torch.no_grad():
+        out = big.eval()(torch.randn(2, 3, 64, 64))
+    assert out.shape == (2, 5) and torch.isfinite(out).all()
 
 
 def test_names_registered_and_not_timm_own():

@@ -1,10 +1,9 @@
 """SAN10/15/19 networks: parameter counts of the seed's table, interface, timm registration,
-conversion of official state dicts."""
+official key names."""
 import pytest
 import timm
 import torch
 
-from attnzoo.convert.san import convert
 from attnzoo.errors import UserError
 from attnzoo.models import san
 
@@ -60,17 +59,6 @@ def test_keys_follow_the_official_names():
     for key in ("conv_in.weight", "bn_in.running_mean", "conv0.weight", "layer0.0.sam.conv_w.5.bias",
                 "layer4.0.sam.conv_p.weight", "layer2.0.bn2.weight", "layer3.0.conv.bias", "fc.weight"):
         assert key in keys
-
-
-def test_convert_keeps_official_keys_and_strips_module_prefix():
-    model = _tiny("patchwise")
-    official = {f"module.{k}": v for k, v in model.state_dict().items()}
-    converted = convert(official, "san10_patchwise")
-    assert list(converted) == list(model.state_dict())
-    assert all(converted[k] is official[f"module.{k}"] for k in converted)
-    _tiny("patchwise").load_state_dict(converted, strict=True)
-    with pytest.raises(UserError, match="SAN networks only"):
-        convert(official, "resnet20_cifar")
 
 
 def test_bad_configuration():

@@ -21,9 +21,11 @@ def test_names_and_official_parameter_counts():
 
 
 def test_attention_after_each_stage_with_options():
-    m = attnzoo.create_model("sb_vgg16_cifar", activation="softmax", ratio=0.25)
+    m = attnzoo.create_model("sb_vgg16_cifar", activation="softmax", rd_ratio=0.25)
     assert all(isinstance(a, ShiftBalance) for a in m.attns)
     assert m.attns[3].fc1.out_features == 128 and type(m.attns[0].act).__name__ == "Softmax"
+    with pytest.warns(FutureWarning, match="use rd_ratio=0.25"):  # the old name, as old recipes give it
+        assert attnzoo.create_model("sb_vgg16_cifar", ratio=0.25).attns[3].fc1.out_features == 128
     assert all(isinstance(a, BNSqueezeExcite) for a in attnzoo.create_model("se_vgg16_cifar").attns)
     assert all(isinstance(a, torch.nn.Identity) for a in attnzoo.create_model("vgg16_cifar").attns)
 
@@ -49,4 +51,4 @@ def test_bad_options_are_user_errors():
     with pytest.raises(UserError, match="unknown activation 'swish'"):
         attnzoo.create_model("sb_vgg16_cifar", activation="swish")
     with pytest.raises(UserError, match="leaves 0 hidden channels"):
-        attnzoo.create_model("sb_vgg16_cifar", ratio=0.001)
+        attnzoo.create_model("sb_vgg16_cifar", rd_ratio=0.001)

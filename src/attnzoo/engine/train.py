@@ -22,7 +22,6 @@ from torch import nn
 from .. import check_model_name, create_model
 from ..data import build_data, build_loader, skipped_images
 from ..errors import UserError, file_errors
-from ..models import ATTNZOO_MODELS
 from . import checkpoint as ckpt
 from .config import Config, config_to_dict, insert_attention, save_config
 from .device import out_of_memory_hint, resolve_device
@@ -88,10 +87,8 @@ def build_model(cfg: Config, num_classes: int) -> nn.Module:
         if not path.is_file():
             raise UserError(f"model.pretrained {path} does not exist; attnzoo never downloads "
                             "weights: give a local timm/torchvision weight file")
-        if cfg.model.name in ATTNZOO_MODELS:  # attnzoo networks take a local path
-            kwargs["pretrained"] = str(path)
-        else:  # timm's own loader reads a local file through the pretrained_cfg overlay
-            kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(path)})
+        # one path for attnzoo's and timm's networks: timm's loader, a local file, no download
+        kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(path)})
     model = insert_attention(create_model(cfg.model.name, **kwargs), cfg.model)
     if cfg.model.checkpoint:
         state, _ = ckpt.read_weights(Path(cfg.model.checkpoint))

@@ -4,6 +4,11 @@ block by name (`block_names()` lists them) and `get_attn(name, **kwargs)` gives 
 
 Every block maps (N, C, H, W) -> (N, C, H, W) unless its docstring says otherwise
 (InterventionalClassifier maps a feature map to class logits).
+
+Every block traces with torch.fx through timm's leaf registration (timm's and torchvision's
+feature extractors): custom operators and data-dependent checks are registered with
+`timm.layers.register_notrace_function`. Every block compiles with `torch.jit.script` except those
+in `NOT_SCRIPTABLE`; SAN's operators stay Python calls there (see `attnzoo.ops`).
 """
 from .factory import block_names, create_block, get_attn, get_block
 from .intervention import InterventionalClassifier
@@ -13,5 +18,10 @@ from .san import SAM, SANBottleneck
 from .se import SE
 from .shift_balance import BNSqueezeExcite, ShiftBalance
 
-__all__ = ["block_names", "create_block", "get_attn", "get_block", "SE", "LSAS", "ShiftBalance",
+# The blocks torch.jit.script cannot compile. LESA hands its BatchNorm modules to
+# `attnzoo.ops.lesa_attention`, whose lean path is custom autograd Functions, and checkpoints
+# activations: TorchScript supports none of these.
+NOT_SCRIPTABLE = (LESA,)
+
+__all__ = ["NOT_SCRIPTABLE", "block_names", "create_block", "get_attn", "get_block", "SE", "LSAS", "ShiftBalance",
            "BNSqueezeExcite", "LESA", "SAM", "SANBottleneck", "InterventionalClassifier"]

@@ -1,6 +1,7 @@
 """The argument checks every block makes, so a wrong channel count or input shape is one UserError
 naming what is expected instead of a torch internals message."""
 import torch
+from timm.layers import register_notrace_function
 
 from ..errors import UserError
 
@@ -12,7 +13,10 @@ def check_channels(block: str, **channels) -> None:
             raise UserError(f"{block}: {name} must be a positive integer, got {value!r}")
 
 
-def check_input(block: str, x: torch.Tensor, channels: int) -> None:
-    """`x` must be a feature map (N, channels, H, W)."""
-    if x.ndim != 4 or x.shape[1] != channels:
-        raise UserError(f"{block} expects a feature map (N, {channels}, H, W), got shape {tuple(x.shape)}")
+@register_notrace_function  # a data-dependent check: a leaf when FX traces a block
+def check_input(block: str, x: torch.Tensor, channels: int) -> torch.Tensor:
+    """x, unless it is not a feature map (N, channels, H, W) (UserError). Returning x keeps the
+    check in traced graphs, whose dead-code elimination drops calls whose result is unused."""
+    if x.dim() != 4 or x.shape[1] != channels:
+        raise UserError(f"{block} expects a feature map (N, {channels}, H, W), got shape {list(x.shape)}")
+    return x

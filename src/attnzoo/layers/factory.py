@@ -74,6 +74,3 @@ def get_attn(name, **kwargs):
     attention), for any network that takes one: attnzoo's `attn=`, timm's `attn_layer=` /
     `se_layer=`, `add_attention`. The name is checked now, the options when a block is built."""
     return None if get_block(name) is None else partial(_placed_block, name, kwargs)
-
-
-block_factory = get_attn  # the name attnzoo's backbones import

@@ -38,6 +38,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from timm.layers import register_notrace_function
 from torch import nn
 
 from ..errors import UserError
@@ -45,6 +46,15 @@ from ._checks import check_channels
 
 LOGIT_NORMS = ("per_head", "last_head")
 TOKEN_LAYOUTS = ("head", "interleaved")
+
+
+@register_notrace_function  # a data-dependent check: a leaf when FX traces the head
+def check_feature_map(x: torch.Tensor, in_features: int) -> torch.Tensor:
+    """x, unless it is not a feature map (N, in_features, H, W) (UserError). Returning x keeps the
+    check in traced graphs, whose dead-code elimination drops calls whose result is unused."""
+    if x.ndim != 4 or x.shape[1] != in_features:
+        raise UserError(f"IDA head expects a feature map (N, {in_features}, H, W), got {list(x.shape)}")
+    return x
 
 
 class HeadAttentionLayer(nn.Module):
@@ -67,12 +77,14 @@ class HeadAttentionLayer(nn.Module):
             self.fc1 = nn.Linear(dim, ffn_dim)
             self.fc2 = nn.Linear(ffn_dim, dim)
             self.norm2 = nn.LayerNorm(dim)
+        else:  # None, not absent: TorchScript then leaves out the feed-forward branch
+            self.norm1 = self.fc1 = self.fc2 = self.norm2 = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (B, T, d); scaled dot-product attention with scale 1/sqrt(d)
         a = F.scaled_dot_product_attention(self.q(x), self.k(x), self.v(x))  # (B, T, d)
         x = x + self.proj(a)
-        if self.ffn:
+        if self.fc1 is not None:
             x = self.norm1(x)
             x = self.norm2(x + self.fc2(F.relu(self.fc1(x))))
         return x
@@ -148,17 +160,12 @@ class InterventionalClassifier(nn.Module):
         """`attention_maps` with the positions flattened: (N, D, H, W) -> (N, heads, C, H*W)."""
         return self.attention_maps(x).flatten(-2)
 
-    def _check(self, x: torch.Tensor) -> None:
-        if x.ndim != 4 or x.shape[1] != self.in_features:
-            raise UserError(f"IDA head expects a feature map (N, {self.in_features}, H, W), "
-                            f"got {tuple(x.shape)}")
-
     def _pool(self, x: torch.Tensor):
         """Class features (N, heads, C, d) and spatial attention (N, heads, C, HW)."""
-        self._check(x)
+        x = check_feature_map(x, self.in_features)
         n = x.shape[0]
         xh = x.reshape(n, self.num_heads, self.head_dim, -1)  # (N, h, d, HW): channel groups
-        norms = self.weight.norm(dim=2)  # (h, C)
+        norms = torch.linalg.vector_norm(self.weight, dim=2)  # (h, C)
         score = torch.einsum("hcd,nhdp->nhcp", self.weight, xh)  # (N, h, C, HW)
         attn = torch.softmax(score / (norms + self.beta)[None, :, :, None], dim=-1)
         feats = torch.einsum("nhcp,nhdp->nhcd", attn, xh)  # (N, h, C, d)
@@ -184,8 +191,8 @@ class InterventionalClassifier(nn.Module):
     def classifier_weight(self) -> torch.Tensor:
         """The normalised weights of step 3 as one (C, D) matrix, heads concatenated."""
         if self.logit_norm == "per_head":
-            norms = self.weight.norm(dim=2, keepdim=True)  # (h, C, 1)
+            norms = torch.linalg.vector_norm(self.weight, dim=2, keepdim=True)  # (h, C, 1)
         else:  # official: the last head's norm for every head
-            norms = self.weight[-1].norm(dim=1, keepdim=True)[None]  # (1, C, 1)
+            norms = torch.linalg.vector_norm(self.weight[-1], dim=1, keepdim=True)[None]  # (1, C, 1)
         w = self.weight / (norms + self.beta)  # (h, C, d)
         return w.permute(1, 0, 2).reshape(self.num_classes, self.in_features)

@@ -23,22 +23,9 @@ Because the embeddings are indexed by positions, a block is built for one featur
 trained at another size resamples the relative tables (attnzoo's own addition, see
 `resample_relative_1d` and `resample_relative_flat`); the official code cannot change size.
 
-Three evaluation paths compute the same function (``impl``):
-
-* ``"lean"`` (default) -- with autograd, ``classification`` runs `lesa_flat.FlatAttention`: one
-  function from the qkv convolution's output to the aggregated values that saves only that output,
-  the tables and per-head statistics (no (HW x HW) tensor); the similarity BatchNorm statistics and
-  the BatchNorm parts of the gradient come in closed form from (c x c) Gram matrices, and the
-  batch goes through small reused work buffers a few samples at a time (see that module).
-  ``detection_qr`` uses `_LeanAttention`, which recomputes the similarity terms in backward.
-  Evaluation (no grad, eval mode): the similarity BatchNorm is folded into per-head scales (its
-  shifts cancel in the softmax) and the output BatchNorm into the values; ``detection_qr`` then
-  runs as one `F.scaled_dot_product_attention` call with the relative logits as additive mask.
-  ``classification`` needs the attention weights themselves for its value-embedding term, so it
-  uses an explicit softmax there.
-* ``"reference"`` -- the straightforward formulation of the official code: materialise every
-  (channels x HW x HW) embedding tensor, concatenate the similarity terms, BatchNorm, sum. Kept
-  as the baseline of ``benchmarks/lesa_memory.py`` and for the equivalence tests.
+The attention itself (the binary term's similarity, softmax and aggregation, with its lean,
+folded and reference paths, ``impl``) is `attnzoo.ops.lesa.lesa_attention`; this module holds the
+parameters, the unary term, the fusion and the resampling of the tables.
 
 Faithfulness notes: parameter and buffer names follow the official ``lib/models/LESA.py`` so that
 released checkpoints load after dropping the derived ``flatten_index`` buffers. Deviations, all in
@@ -55,14 +42,12 @@ import math
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint as checkpoint
+from timm.layers import register_notrace_function
 from torch import nn
 
-from ..errors import UserError, choices_hint
+from ..errors import UserError
+from ..ops.lesa import attention_probabilities, check_options, lesa_attention
 from ._checks import check_channels, check_input
-from .lesa_flat import FlatAttention, no_autocast, promote, skew, unskew, update_running_stats
-
-PE_TYPES = ("classification", "detection_qr")
-IMPLS = ("lean", "reference")
 
 
 def _pair(size) -> tuple[int, int]:
@@ -78,152 +63,6 @@ def relative_index(length: int, device=None) -> torch.Tensor:
     """(length, length) long tensor with ``[i, j] = i - j + length - 1``."""
     pos = torch.arange(length, device=device)
     return pos[:, None] - pos[None, :] + length - 1
-
-
-# Tables are stored as the official code does, indexed by query-minus-key offsets (i - j + L - 1);
-# flipping a table along its offsets gives key-minus-query order, the order `_skew` reads.
-# ----------------------------------------------------------------------------- similarity terms
-
-def _term_qk(q, k, *_):
-    """(N, g, c, L) x2 -> (N, g, L, L): q_i . k_j."""
-    return q.transpose(-1, -2) @ k
-
-
-def _term_qr_flat(q, k, rel_q, rel_k):
-    """q_i . r_q[i - j]  (classification)."""
-    return skew(q.transpose(-1, -2) @ rel_q.flip(-1))
-
-
-def _term_kr_flat(q, k, rel_q, rel_k):
-    """k_j . r_k[j - i]  (classification; the official code transposes the key term)."""
-    return skew(k.transpose(-1, -2) @ rel_k.flip(-1)).transpose(-1, -2)
-
-
-def _term_qr_2d(q, k, rel_h, rel_w, index_h, index_w):
-    """q_(x,y) . (r_h[x' - x] + r_w[y' - y])  (detection_qr), (N, g, H*W, H*W)."""
-    N, g, c, L = q.shape
-    H, W = index_h.shape[0], index_w.shape[0]
-    qt = q.transpose(-1, -2).reshape(N, g, H, W, c)
-    # index_*[a, b] = a - b + n - 1; key-minus-query offsets are its transpose.
-    lw = (qt @ rel_w.t()).gather(-1, index_w.t().expand(N, g, H, W, W))  # [x, y, y'] = q.r_w[y'-y]
-    idx_h = index_h.t()[:, None, :].expand(N, g, H, W, H)
-    lh = (qt @ rel_h.t()).gather(-1, idx_h)  # [x, y, x'] = q.r_h[x'-x]
-    return (lh[..., :, None] + lw[..., None, :]).reshape(N, g, L, L)
-
-
-def _similarity(term_fns, bn, weight, inputs, stats=None):
-    """sum_t scale_t * term_t(*inputs), one term at a time, one BatchNorm channel per (term, head).
-
-    This is sum_t BN_t(term_t) up to a per-head constant: the BatchNorm shifts are left out, since
-    they cancel in the softmax that follows. With `stats` None: batch statistics in training
-    (running statistics updated as `nn.BatchNorm2d` does) or the running ones in eval; with
-    `stats` = (mean, inv_std) given: recomputation with those, nothing updated.
-    Returns (S, mean, inv_std), the statistics (terms, g).
-    """
-    training = stats is None and (bn.training or bn.running_mean is None)
-    S, means, inv_stds, variances = None, [], [], []
-    for t, fn in enumerate(term_fns):
-        with no_autocast(inputs[0]):
-            x = fn(*inputs)
-        g = x.shape[1]
-        sl = slice(t * g, (t + 1) * g)
-        if stats is not None:
-            mean, inv_std = stats[0][t], stats[1][t]
-        elif training:
-            n = x.numel() // g  # two passes, contiguous (i, j) reductions first (torch.var_mean is slower)
-            mean = x.sum(dim=(2, 3)).sum(0) / n
-            var = torch.linalg.vector_norm(x - mean.view(1, g, 1, 1), dim=(2, 3)).square().sum(0) / n
-            variances.append(var)
-            inv_std = torch.rsqrt(var + bn.eps)
-        else:
-            mean = bn.running_mean[sl]
-            inv_std = torch.rsqrt(bn.running_var[sl] + bn.eps)
-        scale = (inv_std * weight[sl] if weight is not None else inv_std).view(1, g, 1, 1)
-        if S is None:  # the first term (q.k) is a fresh product: scale it in place
-            S = x.mul_(scale) if x._base is None and x.is_contiguous() else x.mul(scale)
-        else:
-            S.addcmul_(x, scale)
-        del x
-        means.append(mean)
-        inv_stds.append(inv_std)
-    if training:
-        update_running_stats(bn, torch.stack(means), torch.stack(variances), n)
-    return S, torch.stack(means), torch.stack(inv_stds)
-
-
-def _autograd_grads(term_fns, dS, inputs, need, mean, inv_std, weight, training):
-    """Gradients of sum_t BN_t(term_t) for any terms (here: detection_qr): each term is recomputed
-    under autograd and its BatchNorm gradient applied by hand. Returns (input grads, dweight, dbias)."""
-    g = dS.shape[1]
-    n = dS.numel() // g
-    dS_sum = dS.sum(dim=(0, 2, 3))
-    leaves = [x.detach().requires_grad_(r) for x, r in zip(inputs, need)]
-    wanted = [x for x, r in zip(leaves, need) if r]
-    grads, dweight = [None] * len(wanted), []
-    for t, fn in enumerate(term_fns):
-        with torch.enable_grad(), no_autocast(dS):
-            x = fn(*leaves)
-        w = weight[t * g:(t + 1) * g] if weight is not None else 1
-        coef = (w * inv_std[t]).view(1, g, 1, 1)
-        xhat = (x.detach() - mean[t].view(1, g, 1, 1)) * inv_std[t].view(1, g, 1, 1)
-        dot = torch.linalg.vecdot(dS.flatten(2), xhat.flatten(2)).sum(0)
-        dweight.append(dot)
-        if training:  # BatchNorm with batch statistics: remove the mean and the projection on xhat
-            dx = (dS - (dS_sum / n).view(1, g, 1, 1) - xhat * (dot / n).view(1, g, 1, 1)) * coef
-        else:
-            dx = dS * coef
-        if wanted and x.requires_grad:
-            gs = torch.autograd.grad(x, wanted, dx, allow_unused=True)
-            grads = [a if b is None else (b if a is None else a + b) for a, b in zip(grads, gs)]
-        del x, xhat, dx
-    it = iter(grads)
-    return [next(it) if r else None for r in need], torch.cat(dweight), dS_sum.repeat(len(term_fns))
-
-
-class _LeanAttention(torch.autograd.Function):
-    """Normalised similarity, softmax and aggregation in one function that saves no (HW x HW)
-    tensor, for any similarity terms without a value table (here: detection_qr; classification has
-    its own, faster `lesa_flat.FlatAttention`).
-
-    Forward: S = sum_t BN_t(term_t) (see `_similarity`), P = softmax(S), returns sv = v P^T,
-    (N, g, c_v, L). Only v, the inputs and the (terms x heads) statistics are kept; backward
-    recomputes S and P, then each term under autograd for its BatchNorm gradient (`_autograd_grads`).
-    """
-
-    @staticmethod
-    def forward(ctx, term_fns, bn, weight, bias, v, *inputs):
-        ctx.dtypes = [x.dtype for x in (v, *inputs)]
-        v, *inputs = promote([v, *inputs])  # float32 (or float64) under AMP too
-        S, mean, inv_std = _similarity(term_fns, bn, weight, inputs)
-        ctx.training = bn.training or bn.running_mean is None
-        with no_autocast(v):
-            p = S.softmax(dim=-1)
-            del S
-            sv = v @ p.transpose(-1, -2)
-        ctx.term_fns, ctx.bn, ctx.has_weight = term_fns, bn, weight is not None
-        ctx.save_for_backward(mean, inv_std, weight if weight is not None else torch.empty(0), v, *inputs)
-        return sv
-
-    @staticmethod
-    def backward(ctx, dsv):
-        mean, inv_std, weight, v, *inputs = ctx.saved_tensors
-        weight = weight if ctx.has_weight else None
-        with no_autocast(v):
-            S, _, _ = _similarity(ctx.term_fns, ctx.bn, weight, inputs, stats=(mean, inv_std))
-            p = S.softmax(dim=-1)
-            del S
-            dsv = dsv.to(v.dtype)
-            dp = dsv.transpose(-1, -2) @ v  # (N, g, L, L)
-            dv = dsv @ p if ctx.needs_input_grad[4] else None
-            dS = dp.sub_(torch.linalg.vecdot(dp, p).unsqueeze(-1)).mul_(p)  # softmax backward, in place
-            del p, dp
-            input_grads, dw, db = _autograd_grads(ctx.term_fns, dS, inputs, ctx.needs_input_grad[5:], mean,
-                                                  inv_std, weight, ctx.training)
-        input_grads = [x if x is None else x.to(dt) for x, dt in zip(input_grads, ctx.dtypes[1:])]
-        dw = dw if ctx.has_weight and ctx.needs_input_grad[2] else None
-        db = db if ctx.needs_input_grad[3] else None
-        dv = None if dv is None else dv.to(ctx.dtypes[0])
-        return (None, None, dw, db, dv, *input_grads)
 
 
 @contextlib.contextmanager
@@ -294,7 +133,7 @@ class LESA(nn.Module):
             convolution per entry of `df_channel_shrink`, `df_kernel_size` / `df_group` hold one
             entry per reduction plus one for the projection.
         with_cp: activation checkpointing of the unary and binary terms during training.
-        impl: ``lean`` (default) or ``reference`` (see the module docstring).
+        impl: ``lean`` (default) or ``reference`` (see `attnzoo.ops.lesa`).
 
     Shapes: (N, in_planes, H, W) with (H, W) == fmap_size -> (N, out_planes, H // stride, W // stride).
     """
@@ -310,10 +149,7 @@ class LESA(nn.Module):
         if groups < 1 or in_planes % groups or out_planes % (2 * groups):
             raise UserError(f"LESA: channels in={in_planes}, out={out_planes} do not fit groups={groups}; "
                             f"in_planes must be divisible by groups and out_planes by 2*groups={2 * groups}")
-        if pe_type not in PE_TYPES:
-            raise UserError(f"LESA: unknown pe_type '{pe_type}'; {choices_hint(pe_type, PE_TYPES)}")
-        if impl not in IMPLS:
-            raise UserError(f"LESA: unknown impl '{impl}'; {choices_hint(impl, IMPLS)}")
+        check_options(pe_type, impl)
         df_channel_shrink, df_kernel_size, df_group = list(df_channel_shrink), list(df_kernel_size), list(df_group)
         if len(df_kernel_size) != len(df_channel_shrink) + 1 or len(df_group) != len(df_channel_shrink) + 1:
             raise UserError(f"LESA: df_kernel_size {df_kernel_size} and df_group {df_group} need one entry per "
@@ -328,6 +164,7 @@ class LESA(nn.Module):
         self.with_cp = with_cp
         self.qk_planes = out_planes // groups // 2
         self.v_planes = out_planes // groups
+        self.split = [self.qk_planes, self.qk_planes, self.v_planes]  # q, k, v channels per head
         L = H * W
         n_terms = 3 if pe_type == "classification" else 2
 
@@ -407,21 +244,17 @@ class LESA(nn.Module):
 
     # ---------------------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input("LESA", x, self.in_planes)
-        N, C, H, W = x.shape
-        if (H, W) != self.fmap_size:
-            raise UserError(f"LESA block built for {self.fmap_size[0]}x{self.fmap_size[1]} feature maps got "
-                            f"{H}x{W}; build the network for this input size (img_size=...)")
+        x = check_input("LESA", x, self.in_planes)
+        x = check_fmap_size(x, self.fmap_size)
         use_cp = self.with_cp and self.training and torch.is_grad_enabled()
         if use_cp:
             ctx = lambda: (contextlib.nullcontext(), _frozen_bn_stats(self))  # noqa: E731
             unary = checkpoint.checkpoint(self._unary, x, use_reentrant=False, context_fn=ctx)
-            binary = checkpoint.checkpoint(self._binary, x.reshape(N, C, H * W), use_reentrant=False,
-                                           context_fn=ctx)
+            binary = checkpoint.checkpoint(self._binary, x.flatten(2), use_reentrant=False, context_fn=ctx)
         else:
             unary = self._unary(x)
-            binary = self._binary(x.reshape(N, C, H * W))
-        binary = binary.view(N, self.out_planes, H, W)
+            binary = self._binary(x.flatten(2))                  # (N, C_in, L) -> (N, out_planes, L)
+        binary = binary.view_as(unary)                           # (N, out_planes, H, W)
         gate = torch.sigmoid(self.projection(self.reasoning(torch.cat([unary, binary], dim=1))))
         return self.pooling(gate * binary + unary)
 
@@ -430,112 +263,36 @@ class LESA(nn.Module):
         """The binary term's attention p = softmax(sum_t BN_t(term_t)) with the similarity
         BatchNorm's running statistics: (N, C, H, W) -> (N, groups, HW, HW), rows sum to 1.
         For analysis: it materialises one HW x HW map per head."""
-        N, C, H, W = x.shape
-        if (H, W) != self.fmap_size:
-            raise UserError(f"LESA block built for {self.fmap_size[0]}x{self.fmap_size[1]} feature maps got "
-                            f"{H}x{W}")
-        g, cq, cv, L = self.groups, self.qk_planes, self.v_planes, H * W
-        qkv = self.bn_qkv(self.qkv_transform(x.reshape(N, C, L))).view(N, g, 2 * cq + cv, L)
-        q, k, _ = torch.split(qkv, [cq, cq, cv], dim=2)
-        term_fns, inputs = self._pe_inputs(q, k)
-        bn = self.bn_similarity
-        stats = (bn.running_mean.view(len(term_fns), g),
-                 torch.rsqrt(bn.running_var + bn.eps).view(len(term_fns), g))
-        sim, _, _ = _similarity(term_fns, bn, bn.weight, inputs, stats=stats)
-        return sim.softmax(dim=-1)
+        N, C, H, W = check_fmap_size(x, self.fmap_size).shape
+        qkv = self.bn_qkv(self.qkv_transform(x.reshape(N, C, H * W))).view(N, self.groups, -1, H * W)
+        q, k, _ = torch.split(qkv, self.split, dim=2)
+        return attention_probabilities(q, k, self.bn_similarity, self.pe_type, self._pe())
 
     def _unary(self, x):
         return self.bn_x(self.x_transform(x))
 
     def _binary(self, x):
         """(N, C_in, L) -> (N, out_planes, L)."""
-        N, _, L = x.shape
-        g, cq, cv = self.groups, self.qk_planes, self.v_planes
-        qkv = self.qkv_transform(x)
-        folded = not self.training and not torch.is_grad_enabled()
-        if self.impl == "lean" and self.pe_type == "classification" and not folded:
-            return self._binary_flat(qkv)
-        qkv = self.bn_qkv(qkv).view(N, g, 2 * cq + cv, L)
-        q, k, v = torch.split(qkv, [cq, cq, cv], dim=2)  # (N, g, c, L)
-        if self.impl == "reference":
-            return self._binary_reference(q, k, v)
-        return self._binary_folded(q, k, v) if folded else self._binary_lean(q, k, v)
+        return lesa_attention(self.qkv_transform(x), self.bn_qkv, self.bn_similarity, self.bn_output, self.groups,
+                              self.split, self.pe_type, self._pe(), self.impl)
 
-    def _pe_inputs(self, q, k):
-        cq = self.qk_planes
+    def _pe(self):
+        """The position embedding as `attnzoo.ops.lesa_attention` takes it."""
         if self.pe_type == "classification":
-            rel_q, rel_k = self.relative[:cq], self.relative[cq:2 * cq]
-            return (_term_qk, _term_qr_flat, _term_kr_flat), (q, k, rel_q, rel_k)
-        return (_term_qk, _term_qr_2d), (q, k, self.rel_height, self.rel_width, self.index_h, self.index_w)
+            return (self.relative, self.flat_index)
+        return (self.rel_height, self.rel_width, self.index_h, self.index_w)
 
-    def _combine_output(self, sv, sve):
-        """sv, sve (N, g, c, L) -> BN and sum -> (N, out_planes, L), in the official channel layout."""
-        N, L = sv.shape[0], sv.shape[-1]
-        if sve is None:
-            return self.bn_output(sv.reshape(N, self.out_planes, L))
-        stacked = torch.cat([sv, sve], dim=-1).view(N, 2 * self.out_planes, L)
-        return self.bn_output(stacked).view(N, self.out_planes, 2, L).sum(dim=2)
 
-    def _binary_flat(self, qkv):
-        """classification, with autograd: `lesa_flat.FlatAttention` from the qkv before its BatchNorm."""
-        bq, bs = self.bn_qkv, self.bn_similarity
-        split = [self.qk_planes, self.qk_planes, self.v_planes]
-        rel_q, rel_k, rel_v = self.relative.split(split, dim=0)
-        sv, sve = FlatAttention.apply(bq, bs, bq.weight, bq.bias, bs.weight, bs.bias, qkv, self.groups, split,
-                                      rel_q, rel_k, rel_v)
-        return self._combine_output(sv, sve)
-
-    def _binary_lean(self, q, k, v):
-        bn = self.bn_similarity
-        term_fns, inputs = self._pe_inputs(q, k)
-        return self._combine_output(_LeanAttention.apply(term_fns, bn, bn.weight, bn.bias, v, *inputs), None)
-
-    def _binary_folded(self, q, k, v):
-        """Eval mode, no grad: BatchNorms folded into scales; same function as the other paths."""
-        N, g, cv, L = v.shape
-        bs = self.bn_similarity
-        a = (bs.weight * torch.rsqrt(bs.running_var + bs.eps)).view(-1, g, 1, 1)  # shifts cancel in softmax
-        bo = self.bn_output
-        s = bo.weight * torch.rsqrt(bo.running_var + bo.eps)
-        shift = bo.bias - bo.running_mean * s
-        if self.pe_type == "detection_qr":
-            mask = _term_qr_2d(q * a[1], k, self.rel_height, self.rel_width, self.index_h, self.index_w)
-            out = F.scaled_dot_product_attention((q * a[0]).transpose(-1, -2), k.transpose(-1, -2),
-                                                 (v * s.view(1, g, cv, 1)).transpose(-1, -2),
-                                                 attn_mask=mask, scale=1.0)  # (N, g, L, cv)
-            return out.transpose(-1, -2).reshape(N, g * cv, L) + shift.view(1, -1, 1)
-        cq = self.qk_planes
-        rel_q, rel_k, rel_v = self.relative.split([cq, cq, cv], dim=0)
-        s = s.view(g, cv, 2)
-        logits = _term_qr_flat(q * a[1], k, rel_q, rel_k).contiguous()
-        logits.add_(_term_kr_flat(q, k * a[2], rel_q, rel_k))
-        logits.add_(_term_qk(q * a[0], k))
-        p = logits.softmax(dim=-1)
-        del logits
-        out = p @ (v * s[:, :, 0].view(1, g, cv, 1)).transpose(-1, -2)  # (N, g, L, cv)
-        out += unskew(p) @ (rel_v.flip(-1).view(1, cv, -1) * s[:, :, 1].view(g, cv, 1)).transpose(-1, -2)
-        return out.transpose(-1, -2).reshape(N, g * cv, L) + shift.view(g * cv, 2).sum(-1).view(1, -1, 1)
-
-    def _binary_reference(self, q, k, v):
-        """The official formulation with every (channels x HW x HW) embedding materialised."""
-        N, g, cv, L = v.shape
-        cq = self.qk_planes
-        qk = torch.einsum("ngci,ngcj->ngij", q, k)
-        if self.pe_type == "classification":
-            emb = self.relative[:, self.flat_index]  # (pe_dim, L, L)
-            q_emb, k_emb, v_emb = torch.split(emb, [cq, cq, cv], dim=0)
-            qr = torch.einsum("ngci,cij->ngij", q, q_emb)
-            kr = torch.einsum("ngci,cij->ngij", k, k_emb).transpose(2, 3)
-            sim = self.bn_similarity(torch.cat([qk, qr, kr], dim=1)).view(N, 3, g, L, L).sum(dim=1)
-        else:
-            qr = _term_qr_2d(q, k, self.rel_height, self.rel_width, self.index_h, self.index_w)
-            sim = self.bn_similarity(torch.cat([qk, qr], dim=1)).view(N, 2, g, L, L).sum(dim=1)
-        p = F.softmax(sim, dim=3)
-        sv = torch.einsum("ngij,ngcj->ngci", p, v)
-        sve = torch.einsum("ngij,cij->ngci", p, v_emb) if self.pe_type == "classification" else None
-        return self._combine_output(sv, sve)
+@register_notrace_function  # a data-dependent check: a leaf when FX traces the block
+def check_fmap_size(x: torch.Tensor, fmap_size: tuple[int, int]) -> torch.Tensor:
+    """x, unless its (H, W) is not the one a block was built for (UserError). Returning x keeps the
+    check in traced graphs, whose dead-code elimination drops calls whose result is unused."""
+    if tuple(x.shape[-2:]) != tuple(fmap_size):
+        raise UserError(f"LESA block built for {fmap_size[0]}x{fmap_size[1]} feature maps got "
+                        f"{x.shape[-2]}x{x.shape[-1]}; build the network for this input size (img_size=...)")
+    return x
 
 
 def lesa_block(channels: int, **kwargs) -> LESA:
-    """`create_block('lesa', C, fmap_size=..., ...)`: a LESA block mapping C -> C channels."""
+    """A LESA block mapping C -> C channels, for the block factory (`create_block('lesa', C, fmap_size=...)`)."""
     return LESA(channels, channels, **kwargs)

@@ -62,8 +62,8 @@ class LSAS(nn.Module):
             sub-attention acts on the channel gate, the spatial gate follows unchanged).
         order: 0 (plain gate) to 5.
         w_init, b_init: initial per-channel w and b of the chain (0.5 and -0.5 in the seed).
-        **attn_kwargs: options of the base attention (e.g. reduction for SE, kernel_size for ECA,
-            rd_ratio for CBAM).
+        **attn_kwargs: options of the base attention (e.g. rd_ratio for SE and CBAM, kernel_size for
+            ECA).
 
     Parameters: `base.*` (the base attention), `sub_w`, `sub_b` of shape (order, C) (absent at
     order 0): row i holds w(i+1), b(i+1).
@@ -98,18 +98,21 @@ class LSAS(nn.Module):
     # -------------------------------------------------------------------- logits of the bases
     def logit(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> the base attention's channel logit z, (N, C, 1, 1)."""
+        # The base is told apart by its attributes, not by `self.kind`: TorchScript resolves
+        # hasattr on submodules when it compiles, so only the branch of this base is compiled.
         n = x.shape[0]
-        if self.kind == "se":
+        if hasattr(self.base, "logit"):                      # SE
             return self.base.logit(x)
-        if self.kind == "eca":
-            m = self.base
-            y = m.conv(x.mean((2, 3)).view(n, 1, -1))        # (N, 1, C)
-            if m.conv2 is not None:
-                y = m.conv2(m.act(y))
-            return y.view(n, -1, 1, 1)                       # (N, C, 1, 1)
-        ch = self.base.channel                               # CBAM: shared MLP on avg and max
-        mlp = lambda p: ch.fc2(ch.act(ch.fc1(p)))            # noqa: E731  (N, C, 1, 1) each
-        return mlp(x.mean((2, 3), keepdim=True)) + mlp(x.amax((2, 3), keepdim=True))
+        if hasattr(self.base, "channel"):                    # CBAM: shared MLP on avg and max
+            ch = self.base.channel
+            avg = ch.fc2(ch.act(ch.fc1(x.mean((2, 3), keepdim=True))))    # (N, C, 1, 1)
+            peak = ch.fc2(ch.act(ch.fc1(x.amax((2, 3), keepdim=True))))   # (N, C, 1, 1)
+            return avg + peak
+        m = self.base                                        # ECA
+        y = m.conv(x.mean((2, 3)).view(n, 1, -1))            # (N, 1, C)
+        if m.conv2 is not None:
+            y = m.conv2(m.act(y))
+        return y.view(n, -1, 1, 1)                           # (N, C, 1, 1)
 
     def sub_logits(self, z: torch.Tensor) -> torch.Tensor:
         """z (N, C) -> the chain s1..sk, (k, N, C), without a loop over the order."""
@@ -126,7 +129,7 @@ class LSAS(nn.Module):
         """(N, C, H, W) -> σ(z)·σ(s1)…σ(sk), (N, C, 1, 1)."""
         z = self.logit(x)
         g = torch.sigmoid(z)
-        if self.order:
+        if hasattr(self, "sub_w"):                                    # order > 0
             s = self.sub_logits(z.flatten(1))                         # (k, N, C)
             g = g * torch.sigmoid(s).prod(0)[:, :, None, None]
         return g
@@ -136,9 +139,9 @@ class LSAS(nn.Module):
         return self.gate(x).flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input("LSAS", x, self.channels)
+        x = check_input("LSAS", x, self.channels)
         y = x * self.gate(x)
-        if self.kind == "cbam":
+        if hasattr(self.base, "spatial"):                             # CBAM's spatial gate follows
             y = self.base.spatial(y)
         return y
 

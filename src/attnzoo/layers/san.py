@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from timm.layers import register_notrace_function
 from torch import nn
 
-from .. import ops
 from ..errors import UserError, choices_hint
+from ..ops import aggregation, subtraction, subtraction2  # FX leaves: module globals, so timm's tracer wraps them
 from ._checks import check_channels, check_input
 
 SA_TYPES = {"pairwise": 0, "patchwise": 1}
@@ -31,8 +32,10 @@ def sa_type_name(sa_type) -> str:
     return sa_type
 
 
-def position_grid(height: int, width: int, like: torch.Tensor) -> torch.Tensor:
-    """(1, 2, H, W): normalised x (channel 0) and y (channel 1) coordinates in [-1, 1]."""
+@register_notrace_function  # sizes read from x: a leaf when FX traces SAM
+def position_grid(like: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (1, 2, H, W): normalised x (channel 0) and y (channel 1) coordinates in [-1, 1]."""
+    height, width = like.shape[-2], like.shape[-1]
     xs = torch.linspace(-1.0, 1.0, width, device=like.device, dtype=like.dtype)
     ys = torch.linspace(-1.0, 1.0, height, device=like.device, dtype=like.dtype)
     return torch.stack([xs.expand(height, width), ys[:, None].expand(height, width)]).unsqueeze(0)
@@ -72,25 +75,23 @@ class SAM(nn.Module):
                 nn.Conv2d(rel_planes, out_planes // share_planes, kernel_size=1))
             self.conv_p = nn.Conv2d(2, 2, kernel_size=1)
         else:
+            self.conv_p = None  # no position encoding (None, not absent: TorchScript then skips that branch)
             self.conv_w = nn.Sequential(
                 nn.BatchNorm2d(rel_planes * (k2 + 1)), nn.ReLU(inplace=True),
                 nn.Conv2d(rel_planes * (k2 + 1), out_planes // share_planes, kernel_size=1, bias=False),
                 nn.BatchNorm2d(out_planes // share_planes), nn.ReLU(inplace=True),
                 nn.Conv2d(out_planes // share_planes, k2 * out_planes // share_planes, kernel_size=1))
 
-    def _op_args(self):
-        return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding,
-                    dilation=self.dilation, pad_mode="reflect", backend=self.backend)
-
     def attention_weights(self, x: torch.Tensor) -> torch.Tensor:
         """(N, in_planes, H, W) -> (N, out_planes/share, k*k, Ho*Wo)."""
-        N, _, H, W = x.shape
+        N = x.shape[0]
         x1, x2 = self.conv1(x), self.conv2(x)
-        k2 = self.kernel_size ** 2
-        if self.sa_type == "pairwise":
-            p = self.conv_p(position_grid(H, W, x))                                    # (1, 2, H, W)
-            rel = ops.subtraction2(x1, x2, **self._op_args())                          # (N, rel, k2, L)
-            pos = ops.subtraction(p, **self._op_args()).expand(N, -1, -1, -1)          # (N, 2, k2, L)
+        k, s, p, d = self.kernel_size, self.stride, self.padding, self.dilation
+        k2 = k * k
+        if self.conv_p is not None:  # pairwise
+            pos = self.conv_p(position_grid(x))                                        # (1, 2, H, W)
+            rel = subtraction2(x1, x2, k, s, p, d, "reflect", self.backend)            # (N, rel, k2, L)
+            pos = subtraction(pos, k, s, p, d, "reflect", self.backend).expand(N, -1, -1, -1)  # (N, 2, k2, L)
             return torch.softmax(self.conv_w(torch.cat([rel, pos], 1)), dim=-2)       # (N, C/s, k2, L)
         if self.stride != 1:
             x1 = x1[:, :, ::self.stride, ::self.stride]
@@ -102,8 +103,9 @@ class SAM(nn.Module):
         return self.conv_w(torch.cat([x1, x2], 1)).view(N, -1, k2, L)                 # (N, C/s, k2, L)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input("SAM", x, self.in_planes)
-        return ops.aggregation(self.conv3(x), self.attention_weights(x), **self._op_args())
+        x = check_input("SAM", x, self.in_planes)
+        k, s, p, d = self.kernel_size, self.stride, self.padding, self.dilation
+        return aggregation(self.conv3(x), self.attention_weights(x), k, s, p, d, "reflect", self.backend)
 
 
 class SANBottleneck(nn.Module):

@@ -2,7 +2,7 @@
 
 Both pool x to (N, C) and run the same small network over it,
 
-    A(x) = act(BN(fc2(relu(BN(fc1(mean_hw(x))))))),   hidden width int(ratio · C),
+    A(x) = act(BN(fc2(relu(BN(fc1(mean_hw(x))))))),   hidden width int(rd_ratio · C),
 
 and then combine differently:
 
@@ -24,6 +24,7 @@ from torch import nn
 
 from ..errors import UserError, choices_hint
 from ._checks import check_channels, check_input
+from .se import hidden_channels, rd_ratio_of
 
 ACTIVATIONS = ("tanh", "sigmoid", "relu", "softmax", "linear")
 
@@ -47,16 +48,12 @@ class _PooledMLP(nn.Module):
 
     attention_kind = "channel"  # for attnzoo.analysis: see attention_weights
 
-    def __init__(self, channels: int, ratio: float, activation: str, init_std, what: str):
+    def __init__(self, channels: int, rd_ratio: float, rd_channels, rd_divisor: int, activation: str, init_std,
+                 what: str):
         super().__init__()
         check_channels(what, channels=channels)
         self.channels, self.what = channels, what
-        if not ratio > 0:
-            raise UserError(f"{what}: ratio must be positive, got {ratio}")
-        hidden = int(ratio * channels)
-        if hidden < 1:
-            raise UserError(f"{what}: ratio {ratio} leaves {hidden} hidden channels for {channels} "
-                            f"channels; use a ratio of at least {1 / channels:.4g}")
+        hidden = hidden_channels(channels, rd_ratio, rd_channels, rd_divisor, "floor", what)  # the seed's int()
         self.fc1 = nn.Linear(channels, hidden)
         self.bn1 = nn.BatchNorm1d(hidden)
         self.relu = nn.ReLU(inplace=True)
@@ -79,15 +76,20 @@ class ShiftBalance(_PooledMLP):
 
     Args:
         channels: C of the input.
-        ratio: hidden width int(ratio · C) (0.5 in the seed).
+        rd_ratio: hidden width int(rd_ratio · C) (0.5 in the seed).
         activation: tanh (the seed's default), sigmoid, relu, softmax or linear.
         init_std: std of the seed's N(0, std) init of Linear/BatchNorm1d weights (None: PyTorch's).
+        rd_channels, rd_divisor: explicit hidden width / hidden width a multiple of rd_divisor (1).
+        ratio: deprecated name of rd_ratio.
 
     Shapes: (N, C, H, W) -> (N, C, H, W).
     """
 
-    def __init__(self, channels: int, ratio: float = 0.5, activation: str = "tanh", init_std=0.02):
-        super().__init__(channels, ratio, activation, init_std, "Shift-and-Balance")
+    def __init__(self, channels: int, rd_ratio: float = 0.5, activation: str = "tanh", init_std=0.02,
+                 rd_channels=None, rd_divisor: int = 1, ratio=None):
+        what = "Shift-and-Balance"
+        super().__init__(channels, rd_ratio_of(what, rd_ratio, ratio=ratio), rd_channels, rd_divisor, activation,
+                         init_std, what)
         self.lam = nn.Parameter(torch.randn(1, channels))   # λ, per channel
 
     def attention_weights(self, x: torch.Tensor) -> torch.Tensor:
@@ -95,7 +97,7 @@ class ShiftBalance(_PooledMLP):
         return self.lam * self.attention(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(self.what, x, self.channels)
+        x = check_input(self.what, x, self.channels)
         return x + self.attention_weights(x)[:, :, None, None]
 
 
@@ -104,19 +106,22 @@ class BNSqueezeExcite(_PooledMLP):
 
     Args:
         channels: C of the input.
-        ratio: hidden width int(ratio · C) (0.5 in the seed).
-        init_std: as for `ShiftBalance`.
+        rd_ratio: hidden width int(rd_ratio · C) (0.5 in the seed).
+        init_std, rd_channels, rd_divisor, ratio: as for `ShiftBalance`.
 
     Shapes: (N, C, H, W) -> (N, C, H, W).
     """
 
-    def __init__(self, channels: int, ratio: float = 0.5, init_std=0.02):
-        super().__init__(channels, ratio, "sigmoid", init_std, "SE (BatchNorm)")
+    def __init__(self, channels: int, rd_ratio: float = 0.5, init_std=0.02, rd_channels=None, rd_divisor: int = 1,
+                 ratio=None):
+        what = "SE (BatchNorm)"
+        super().__init__(channels, rd_ratio_of(what, rd_ratio, ratio=ratio), rd_channels, rd_divisor, "sigmoid",
+                         init_std, what)
 
     def attention_weights(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> the gate σ(A(x)), (N, C)."""
         return self.attention(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(self.what, x, self.channels)
+        x = check_input(self.what, x, self.channels)
         return x * self.attention(x)[:, :, None, None]

@@ -1,11 +1,22 @@
-"""Registration of attnzoo networks in timm's model registry.
+"""Registration and construction of attnzoo networks through timm.
 
 `@register` is timm's `register_model` plus a record of which names are ours, so that
 `attnzoo.list_models()` lists attnzoo's networks and `timm.create_model(name)` builds them once
-`attnzoo` is imported.
+`attnzoo` is imported. Each model file defines its `default_cfgs` (timm's pretrained cfgs: input
+size, mean/std, classifier, origin; no weight URLs) before its entrypoints, and every entrypoint
+builds through `build`, i.e. timm's `build_model_with_cfg`: the cfg, local weights
+(`pretrained=True, pretrained_cfg_overlay=dict(file=PATH)`) and `features_only` all go the timm way.
 """
+from __future__ import annotations
+
+import difflib
+
 import timm
-from timm.models import register_model
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import build_model_with_cfg, register_model
+
+from ..errors import UserError
+from ..weights import describe_mismatch, state_mismatch
 
 ATTNZOO_MODELS: set[str] = set()
 
@@ -16,40 +27,42 @@ def register(fn):
     return register_model(fn)
 
 
-# Keyword arguments timm.create_model adds for its own weight loading; attnzoo networks ignore them.
-TIMM_ONLY_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir", "features_only")
+def cfg(paper: str, origin_url: str, license: str, **kwargs) -> dict:
+    """A pretrained cfg with ImageNet defaults (224 px, 7x7 final map, `conv1` stem, `fc`)."""
+    return dict(num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875,
+                interpolation="bilinear", mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
+                first_conv="conv1", classifier="fc", paper_name=paper, origin_url=origin_url,
+                license=license) | kwargs
 
 
-def build(cls, name: str, pretrained, kwargs: dict, **defaults):
-    """Construct `cls(**defaults, **kwargs)` for the entrypoint `name` (timm-only kwargs dropped)."""
-    no_pretrained(name, pretrained)
-    kwargs = {k: v for k, v in kwargs.items() if k not in TIMM_ONLY_KWARGS}
-    return cls(**{**defaults, **kwargs})
+def same_keys(state: dict, model) -> dict:
+    """timm's `pretrained_filter_fn`: refuse a weight file whose keys are not the model's (timm
+    loads non-strictly when the classifier is replaced, which would leave the rest random)."""
+    classifier = model.pretrained_cfg.get("classifier") or ()
+    heads = tuple(f"{c}." for c in ((classifier,) if isinstance(classifier, str) else classifier))
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith(heads)}
+    missing, unexpected, _ = state_mismatch(own, {k: v for k, v in state.items() if not k.startswith(heads)})
+    if missing or unexpected:  # shapes are left to load_state_dict (LESA resamples its tables)
+        raise UserError(f"pretrained file does not fit '{model.pretrained_cfg.get('architecture')}': "
+                        + describe_mismatch(missing, unexpected, []))
+    return state
 
 
-def no_pretrained(name: str, pretrained) -> None:
-    """attnzoo ships no weights: pretrained=True would silently give a random network."""
-    if pretrained:
-        from ..errors import UserError
-
-        raise UserError(
-            f"{name}: attnzoo downloads no weights; load a local file instead "
-            "(`--set model.checkpoint=PATH`, or `attnzoo convert` for official checkpoints)"
-        )
+def build(cls, variant: str, pretrained: bool, filter_fn=same_keys, feature_cfg=None, **kwargs):
+    """`cls(**kwargs)` built by timm's `build_model_with_cfg`; `features_only=True` wraps it in
+    timm's `FeatureGetterNet` (the network's `forward_intermediates`)."""
+    return build_model_with_cfg(cls, variant, pretrained, pretrained_filter_fn=filter_fn,
+                                feature_cfg=dict(feature_cls="getter", **(feature_cfg or {})), **kwargs)
 
 
 def check_registered(name, what: str = "model") -> None:
     """UserError naming the closest registered names unless `name` is a registered network
     (attnzoo's or timm's); `what` names its role in the message (model, backbone)."""
-    from ..errors import UserError
-
     if not isinstance(name, str) or not name:
         raise UserError(f"a {what} name is a non-empty string, got {name!r}; `attnzoo models` lists them")
     if timm.is_model(name):
         return
-    import difflib
-
-    close = difflib.get_close_matches(str(name), timm.list_models(), n=3, cutoff=0.6)
+    close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
     hint = f"did you mean {', '.join(close)}? " if close else ""
     raise UserError(f"unknown {what} '{name}'; {hint}valid: attnzoo's networks "
                     "(`attnzoo models` lists them) or any name in timm.list_models()")

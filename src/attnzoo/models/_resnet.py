@@ -1,5 +1,5 @@
-"""The pieces every attnzoo ResNet shares: residual blocks with an attention slot, stage
-building, and the timm-style classifier head.
+"""The pieces every attnzoo ResNet shares: residual blocks with an attention slot and stage
+building (the classifier head and feature interface are `_base.AttnzooNet`'s).
 
 The attention slot sits after the last BatchNorm of a block, before the residual addition
 (where SE sits in SENet); `attn_layer` is a `channels -> module` callable or None.
@@ -64,25 +64,3 @@ def make_stage(block_cls, inplanes: int, planes: int, n: int, stride: int, attn_
     blocks = [block_cls(inplanes, planes, stride, downsample, attn_layer)]
     blocks += [block_cls(out, planes, attn_layer=attn_layer) for _ in range(1, n)]
     return nn.Sequential(*blocks), out
-
-
-class ClassifierHead:
-    """timm's classifier interface for a network with `global_pool`, `fc`, `num_features`,
-    `drop_rate` and a `forward_features` that returns the last feature map."""
-
-    def get_classifier(self):
-        return self.fc
-
-    def reset_classifier(self, num_classes: int):
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
-
-    def forward_head(self, x, pre_logits: bool = False):
-        """(N, num_features, h, w) -> pooled features (pre_logits) or logits (N, num_classes)."""
-        x = self.global_pool(x).flatten(1)
-        if self.drop_rate:
-            x = nn.functional.dropout(x, self.drop_rate, self.training)
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x):
-        return self.forward_head(self.forward_features(x))

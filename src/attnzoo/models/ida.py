@@ -15,35 +15,50 @@ Names:
 The paper trains at 448 x 448; the networks take any input size (pooling is global).
 Input (N, 3, H, W) -> logits (N, num_classes) (apply a sigmoid for per-label probabilities).
 
-Backbone ImageNet weights come from a local file only: `pretrained=PATH` (or
-`backbone_weights=PATH`; `model.pretrained` in a recipe), a torchvision or timm state dict
-(`.pth`/`.pt`/`.bin` read with `weights_only=True`, or `.safetensors`). The classifier of the file
-is dropped; everything else must fit the backbone exactly, otherwise a `UserError` names the
-missing and unexpected keys. `pretrained=True` is refused (attnzoo downloads nothing).
+Weights come from a local file, the timm way (`pretrained=True,
+pretrained_cfg_overlay=dict(file=PATH)`; `model.pretrained` in a recipe): either a whole network
+of the same name, or the backbone's ImageNet weights (a torchvision or timm state dict) whose
+classifier is dropped and whose other keys must fit the backbone exactly, otherwise a `UserError`
+names the missing and unexpected keys. Nothing is downloaded.
+
+Features (`features_only`, `forward_intermediates`): the backbone's (for a ResNet, its stem and
+four stages at strides 2-32). `forward_head(x, pre_logits=True)` is the globally pooled feature
+(what the network returns after `reset_classifier(0)`); the IDA head's class features are
+`model.head(x, pre_logits=True)`.
 """
 from __future__ import annotations
 
-import os
 import sys
 
 import timm
 import torch
 import torch.nn.functional as F
+from timm.layers import SelectAdaptivePool2d, register_notrace_function
+from timm.models import generate_default_cfgs
 from torch import nn
 
 from ..errors import UserError
-from ..weights import describe_mismatch, read_state_dict, state_mismatch
 from ..layers.intervention import InterventionalClassifier
-from ._registry import ATTNZOO_MODELS, TIMM_ONLY_KWARGS, check_registered, register
+from ..weights import describe_mismatch, state_mismatch
+from ._base import AttnzooNet, check_pool
+from ._registry import build, cfg, check_registered, register, same_keys
 
 HEADS = ("ida", "linear")
+IDA_PAPER = "Causality Compensated Attention for Contextual Biased Visual Recognition (ICLR 2023)"
+IDA_REPO = "https://github.com/yu-gi-oh-leilei/IDA_2023ICLR"
+
+# COCO at 448 px, resized without cropping, ImageNet statistics (the official data pipeline).
+default_cfgs = generate_default_cfgs({
+    name: cfg(IDA_PAPER, IDA_REPO, "unknown", num_classes=80, input_size=(3, 448, 448),
+              pool_size=(14, 14), crop_pct=1.0, first_conv="backbone.conv1", classifier="head")
+    for name in ("ida", "ida_resnet50", "ida_resnet101", "ida_resnet101_light", "ida_resnet101_official",
+                 "mlc_baseline")})
 
 
-# ------------------------------------------------------------------------------ backbone weights
+# ------------------------------------------------------------------------------ weights
 
-def load_backbone_weights(backbone: nn.Module, path, name: str) -> None:
-    """Load ImageNet weights into a classifier-less backbone, strictly (see the module docstring)."""
-    state = read_state_dict(path, "pretrained backbone file")
+def fit_backbone_state(backbone: nn.Module, state: dict, name: str) -> dict:
+    """ImageNet weights fitted to a classifier-less backbone, strictly (see the module docstring)."""
     own = backbone.state_dict()
     classifier = (getattr(backbone, "pretrained_cfg", None) or {}).get("classifier") or "fc"
     prefixes = tuple(f"{c}." for c in ([classifier] if isinstance(classifier, str) else classifier))
@@ -64,10 +79,19 @@ def load_backbone_weights(backbone: nn.Module, path, name: str) -> None:
         if best is None or sum(map(len, result)) < sum(map(len, best[1])):
             best = (cand, result)
         if not any(result):
-            backbone.load_state_dict(cand)
-            return
-    raise UserError(f"pretrained file {path} does not fit backbone '{name}' (wrong architecture?): "
+            return cand
+    raise UserError(f"pretrained file does not fit backbone '{name}' (wrong architecture?): "
                     + describe_mismatch(*best[1], shown=4))
+
+
+def ida_weights(state: dict, model: "IDANet") -> dict:
+    """timm's `pretrained_filter_fn`: a whole network as it is, or backbone weights completed
+    with the network's own head."""
+    if any(k.startswith("backbone.") for k in state):
+        return same_keys(state, model)
+    backbone = fit_backbone_state(model.backbone, state, model.backbone_name)
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}
+    return {**{f"backbone.{k}": v for k, v in backbone.items()}, **own}
 
 
 def create_backbone(name: str, **kwargs) -> nn.Module:
@@ -76,8 +100,6 @@ def create_backbone(name: str, **kwargs) -> nn.Module:
     if name.startswith(("ida", "mlc_baseline")):
         raise UserError(f"backbone '{name}' is itself a multi-label network; name a feature extractor")
     try:
-        if name in ATTNZOO_MODELS:
-            return timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
         return timm.create_model(name, pretrained=False, num_classes=0, global_pool="", **kwargs)
     except TypeError as e:
         raise UserError(f"backbone '{name}': {e}") from None
@@ -85,8 +107,22 @@ def create_backbone(name: str, **kwargs) -> nn.Module:
 
 # ----------------------------------------------------------------------------------- the network
 
-class IDANet(nn.Module):
-    """Backbone + IDA head (`head="ida"`) or global average pooling + linear (`head="linear"`).
+# A leaf for FX (the layout test is not traced as data): timm's registration for timm's
+# extractors, and torch.fx.wrap because the caller is a method outside the traced forward's module
+# (timm only patches functions in the globals of the code it traces).
+@register_notrace_function
+@torch.fx.wrap
+def to_nchw(x: torch.Tensor, fmt: str) -> torch.Tensor:
+    """A backbone's feature output as (N, D, h, w); token outputs (N, L, D) become (N, D, 1, L)."""
+    if x.dim() == 3:
+        return x.transpose(1, 2).unsqueeze(2)
+    if fmt == "NHWC":
+        return x.permute(0, 3, 1, 2)
+    return x
+
+
+class IDANet(AttnzooNet):
+    """Backbone + IDA head (`head="ida"`) or global pooling + linear (`head="linear"`).
 
     Args:
         backbone: timm or attnzoo model name; built without classifier and without downloads.
@@ -94,34 +130,35 @@ class IDANet(nn.Module):
         head: "ida" or "linear".
         num_heads, heavy, beta, ffn_dim, logit_norm, token_layout: the IDA head's options
             (`attnzoo.layers.intervention.InterventionalClassifier`).
-        backbone_weights: local file of ImageNet weights for the backbone (or None: random init).
         backbone_kwargs: extra constructor options of the backbone.
         freeze_backbone: backbone parameter-name prefixes to keep fixed, e.g. ["conv1", "bn1",
             "layer1"] as the official code (DETR-style: only layer2-4 of a ResNet train).
-        drop_rate: dropout before the linear classifier (linear head only).
+        drop_rate: dropout on the pooled features (before the linear head; not the IDA head's).
+        in_chans: input channels (the backbone's).
+        global_pool: the pooling of the linear head and of `pre_logits` (the IDA head pools by
+            class attention).
 
-    forward_features: (N, 3, H, W) -> (N, num_features, h, w); forward_head -> (N, num_classes).
+    forward_features: (N, in_chans, H, W) -> (N, num_features, h, w); forward_head -> (N, num_classes).
     """
 
     def __init__(self, backbone: str = "resnet101", num_classes: int = 80, head: str = "ida",
                  num_heads: int = 4, heavy: bool = True, beta: float = 1.0 / 32, ffn_dim: int = 2048,
-                 logit_norm: str = "per_head", token_layout: str = "head", backbone_weights=None,
-                 backbone_kwargs: dict | None = None, freeze_backbone=(), drop_rate: float = 0.0):
+                 logit_norm: str = "per_head", token_layout: str = "head",
+                 backbone_kwargs: dict | None = None, freeze_backbone=(), drop_rate: float = 0.0,
+                 in_chans: int = 3, global_pool: str = "avg"):
         super().__init__()
         if head not in HEADS:
             raise UserError(f"head '{head}' is not valid; valid: {', '.join(HEADS)}")
         self.backbone_name = backbone
-        self.backbone = create_backbone(backbone, **(backbone_kwargs or {}))
-        if backbone_weights:
-            load_backbone_weights(self.backbone, backbone_weights, backbone)
+        self.backbone = create_backbone(backbone, in_chans=in_chans, **(backbone_kwargs or {}))
+        self.backbone_fmt = "NHWC" if getattr(self.backbone, "output_fmt", "NCHW") == "NHWC" else "NCHW"
         self._freeze(freeze_backbone)
-        self.num_features = self.backbone.num_features
+        self.feature_info = [dict(info, module=f"backbone.{info['module']}")
+                             for info in getattr(self.backbone, "feature_info", [])]
         self.head_type = head
-        self.drop_rate = drop_rate
         self._head_kwargs = dict(num_heads=num_heads, heavy=heavy, beta=beta, ffn_dim=ffn_dim,
                                  logit_norm=logit_norm, token_layout=token_layout)
-        self.num_classes = num_classes
-        self.head = self._make_head(num_classes)
+        self._init_head(self.backbone.num_features, num_classes, global_pool, drop_rate)
 
     def _freeze(self, prefixes) -> None:
         if isinstance(prefixes, str):
@@ -137,41 +174,35 @@ class IDANet(nn.Module):
                 if n in hits:
                     p.requires_grad_(False)
 
-    def _make_head(self, num_classes: int) -> nn.Module:
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        pool = check_pool(global_pool if global_pool is not None else self.global_pool.pool_type)
+        self.num_classes = num_classes
+        self.global_pool = SelectAdaptivePool2d(pool_type=pool, flatten=bool(pool))
+        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
+        self.attention_head = self.head_type == "ida" and num_classes > 0
         if not num_classes:
-            return nn.Identity()
-        if self.head_type == "linear":
-            return nn.Linear(self.num_features, num_classes)
-        return InterventionalClassifier(self.num_features, num_classes, **self._head_kwargs)
+            self.head = nn.Identity()
+        elif self.attention_head:
+            self.head = InterventionalClassifier(self.num_features, num_classes, **self._head_kwargs)
+        else:
+            self.head = nn.Linear(self.head_hidden_size, num_classes)
 
+    @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
         return self.head
 
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.head = self._make_head(num_classes)
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) -> (N, num_features, h, w); token outputs (N, L, D) become (N, D, 1, L)."""
-        x = self.backbone.forward_features(x)
-        if x.ndim == 3:
-            return x.transpose(1, 2).unsqueeze(2)
-        if getattr(self.backbone, "output_fmt", "NCHW") == "NHWC":
-            return x.permute(0, 3, 1, 2)
-        return x
+        """(N, in_chans, H, W) -> (N, num_features, h, w)."""
+        return to_nchw(self.backbone.forward_features(x), self.backbone_fmt)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """(N, D, h, w) -> logits (N, C); pre_logits: class features (N, C, D) for the IDA head,
-        pooled features (N, D) for the linear head."""
-        if self.head_type == "ida" and isinstance(self.head, InterventionalClassifier):
-            return self.head(x, pre_logits=pre_logits)
-        x = x.mean((2, 3))
+        """(N, D, h, w) -> logits (N, C); pre_logits: the globally pooled features."""
+        if self.attention_head and not pre_logits:
+            return self.head(x)
+        x = self.global_pool(x)
         if self.drop_rate:
-            x = F.dropout(x, self.drop_rate, self.training)
+            x = F.dropout(x, float(self.drop_rate), self.training)
         return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
     @torch.no_grad()
     def attention_maps(self, x: torch.Tensor) -> torch.Tensor:
@@ -180,17 +211,34 @@ class IDANet(nn.Module):
             raise UserError("attention_maps needs the IDA head (head='ida')")
         return self.head.attention_maps(self.forward_features(x))
 
+    # The feature interface is the backbone's.
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True):
+        self.backbone.set_grad_checkpointing(enable)
+
+    @torch.jit.ignore
+    def forward_intermediates(self, x: torch.Tensor, indices=None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = "NCHW",
+                              intermediates_only: bool = False):
+        if not hasattr(self.backbone, "forward_intermediates"):
+            raise UserError(f"backbone '{self.backbone_name}' has no forward_intermediates")
+        out = self.backbone.forward_intermediates(x, indices=indices, norm=norm, stop_early=stop_early,
+                                                  output_fmt=output_fmt, intermediates_only=intermediates_only)
+        return out if intermediates_only else (to_nchw(out[0], self.backbone_fmt), out[1])
+
+    @torch.jit.ignore
+    def prune_intermediate_layers(self, indices=1, prune_norm: bool = False, prune_head: bool = True):
+        take = self.backbone.prune_intermediate_layers(indices, prune_norm=prune_norm, prune_head=True)
+        self.num_features = self.backbone.num_features
+        self.reset_classifier(0, "")
+        return take
+
 
 # ------------------------------------------------------------------------------------ entrypoints
 
 def _create(name: str, pretrained, kwargs: dict, **defaults) -> IDANet:
-    kwargs = {k: v for k, v in kwargs.items() if k not in TIMM_ONLY_KWARGS}
-    if isinstance(pretrained, (str, os.PathLike)) and str(pretrained):
-        kwargs.setdefault("backbone_weights", str(pretrained))
-    elif pretrained:
-        raise UserError(f"{name}: attnzoo downloads no weights; give the backbone's ImageNet weights "
-                        "as a local file (pretrained=PATH, --set model.pretrained=PATH)")
-    return IDANet(**{**defaults, **kwargs})
+    return build(IDANet, name, pretrained, filter_fn=ida_weights, **{**defaults, **kwargs})
 
 
 @register

@@ -20,16 +20,42 @@ derived `flatten_index` buffers are not part of our state dict (`attnzoo convert
 lesa-official` drops them). Where a stage starts with a strided LESA block (not in the official
 configs), our block is built for the stage's *input* size, which is what it sees.
 
-Input (N, 3, img_size, img_size) -> logits (N, num_classes).
+Input (N, in_chans, img_size, img_size) -> logits (N, num_classes). Features (`features_only`,
+`forward_intermediates`): the stem and the four stages, at strides 2, 4, 8, 16, 16 (default strides).
 """
 from __future__ import annotations
 
+import math
+
+import torch
+from timm.layers import register_notrace_function
+from timm.models import checkpoint_seq, generate_default_cfgs
 from torch import nn
 
 from ..errors import UserError
 from ..layers.lesa import LESA, _pair
-from ._registry import build, register
-from ._resnet import ClassifierHead
+from ._base import AttnzooNet
+from ._registry import build, cfg, register
+
+default_cfgs = generate_default_cfgs({
+    name: cfg("Locally Enhanced Self-Attention: Combining Self-Attention and Convolution as Local and "
+              "Context Terms (arXiv 2107.05637)", "https://github.com/Chenglin-Yang/LESA_classification",
+              "unknown", pool_size=(14, 14), fixed_input_size=True)
+    for name in ("lesa_resnet50", "lesa_wrn50")})
+
+
+# A leaf for FX (the check runs, the size is not traced as data): timm's registration for timm's
+# extractors, and torch.fx.wrap because the caller is a method outside the traced forward's module
+# (timm only patches functions in the globals of the code it traces).
+@register_notrace_function
+@torch.fx.wrap
+def check_input_size(x: torch.Tensor, img_size: tuple[int, int]) -> torch.Tensor:
+    """x itself, or a UserError naming the size the network was built for."""
+    if (x.shape[-2], x.shape[-1]) != img_size:
+        raise UserError(f"this LESA network was built for {img_size[0]}x{img_size[1]} inputs, got "
+                        f"{x.shape[-2]}x{x.shape[-1]}; build it with img_size={x.shape[-1]} (weights are "
+                        "resampled on loading)")
+    return x
 
 
 class LESABottleneck(nn.Module):
@@ -72,7 +98,7 @@ def _conv_out(size: int, stride: int) -> int:
     return (size - 1) // stride + 1
 
 
-class LESAResNet(ClassifierHead, nn.Module):
+class LESAResNet(AttnzooNet):
     """ResNet with LESA blocks; see the module docstring.
 
     Args:
@@ -88,7 +114,7 @@ class LESAResNet(ClassifierHead, nn.Module):
 
     def __init__(self, layers=(3, 4, 6, 3), num_classes=1000, in_chans=3, img_size=224, wide=False,
                  strides=(1, 2, 2, 1), lesa_stages=(3, 4), first_conv_stages=(1, 2, 3), lesa_kwargs=None,
-                 drop_rate=0.0):
+                 drop_rate=0.0, global_pool="avg"):
         super().__init__()
         if len(layers) != 4 or len(strides) != 4:
             raise UserError(f"layers {list(layers)} and strides {list(strides)} need 4 entries (one per stage)")
@@ -99,8 +125,6 @@ class LESAResNet(ClassifierHead, nn.Module):
         lesa_kwargs = dict(groups=8, pe_type="classification", df_channel_shrink=(2,), df_kernel_size=(1, 1),
                            df_group=(1, 1), with_cp=False) | dict(lesa_kwargs or {})
         self.img_size = _pair(img_size)
-        self.num_classes = num_classes
-        self.drop_rate = drop_rate
         self.base_width = 128 if wide else 64
         self.inplanes = 64
         self.conv1 = nn.Conv2d(in_chans, 64, 7, 2, 3, bias=False)
@@ -114,9 +138,12 @@ class LESAResNet(ClassifierHead, nn.Module):
             stage, size = self._make_stage(planes, n, stride, lesa, i in first_conv_stages, size)
             self.add_module(f"layer{i}", stage)
             self.stage_sizes.append(size)
-        self.num_features = 512 * LESABottleneck.expansion
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        reductions = [2] + [4 * math.prod(strides[:i + 1]) for i in range(4)]
+        widths = [64] + [c * LESABottleneck.expansion for c in (64, 128, 256, 512)]
+        self.feature_info = [dict(num_chs=c, reduction=r, module=m) for c, r, m in
+                             zip(widths, reductions, ("relu", "layer1", "layer2", "layer3", "layer4"))]
+        self.stage_modules = [("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",)]
+        self._init_head(widths[-1], num_classes, global_pool, drop_rate)
         self._init_weights()
 
     def _make_stage(self, planes, blocks, stride, lesa, first_conv, size):
@@ -144,23 +171,37 @@ class LESAResNet(ClassifierHead, nn.Module):
                 nn.init.constant_(m.weight, 1)
                 nn.init.constant_(m.bias, 0)
 
+    def _stem(self, x):
+        return self.relu(self.bn1(self.conv1(check_input_size(x, self.img_size))))
+
+    def _stages(self):
+        return [self._stem, lambda x: self.layer1(self.maxpool(x)), self.layer2, self.layer3, self.layer4]
+
     def forward_features(self, x):
-        """(N, 3, H, W) at the built size -> (N, 2048, H/16, W/16) with the default strides."""
-        if tuple(x.shape[-2:]) != self.img_size:
-            raise UserError(f"this LESA network was built for {self.img_size[0]}x{self.img_size[1]} inputs, got "
-                            f"{x.shape[-2]}x{x.shape[-1]}; build it with img_size={x.shape[-1]} (weights are "
-                            "resampled on loading)")
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        """(N, in_chans, H, W) at the built size -> (N, 2048, H/16, W/16) with the default strides."""
+        x = self.maxpool(self._stem(x))
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq([self.layer1, self.layer2, self.layer3, self.layer4], x, flatten=True)
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+
+def _lesa(name: str, pretrained, kwargs: dict, **defaults) -> LESAResNet:
+    """Built through timm; a network built for another `img_size` says so in its pretrained cfg."""
+    kwargs = {**defaults, **kwargs}
+    if "img_size" in kwargs:
+        h, w = _pair(kwargs["img_size"])
+        size = dict(input_size=(kwargs.get("in_chans", 3), h, w), pool_size=(h // 16, w // 16))
+        kwargs["pretrained_cfg_overlay"] = size | (kwargs.get("pretrained_cfg_overlay") or {})
+    return build(LESAResNet, name, pretrained, **kwargs)
 
 
 @register
 def lesa_resnet50(pretrained=False, **kwargs):
     """LESA-ResNet-50 (config/lesa_resnet.py): 79.55 top-1 in the seed; 224 px by default."""
-    return build(LESAResNet, "lesa_resnet50", pretrained, kwargs, layers=(3, 4, 6, 3), wide=False)
+    return _lesa("lesa_resnet50", pretrained, kwargs, layers=(3, 4, 6, 3), wide=False)
 
 
 @register
 def lesa_wrn50(pretrained=False, **kwargs):
     """LESA-WRN-50 (config/lesa_wrn.py, width x2): 80.18 top-1 in the seed; 224 px by default."""
-    return build(LESAResNet, "lesa_wrn50", pretrained, kwargs, layers=(3, 4, 6, 3), wide=True)
+    return _lesa("lesa_wrn50", pretrained, kwargs, layers=(3, 4, 6, 3), wide=True)

@@ -9,25 +9,36 @@ W divisible by 32 (224 px: the last feature map is 7x7, the minimum for kernel 7
 
 Parameters at 1000 classes: san10_pairwise 10.5M, san10_patchwise 11.8M, san15_pairwise 14.1M,
 san15_patchwise 16.2M, san19_pairwise 17.6M, san19_patchwise 20.5M (the seed's table).
+
+Features (`features_only`, `forward_intermediates`): the five stages, at strides 2, 4, 8, 16, 32
+(the 1x1 stem at full resolution is not a stage).
 """
 from __future__ import annotations
 
 import torch
+from timm.models import generate_default_cfgs
 from torch import nn
 
 from ..errors import UserError
 from ..layers.san import SANBottleneck, sa_type_name
-from ._registry import build, register
+from ._base import AttnzooNet
+from ._registry import build, cfg, register
 
 SAN_LAYERS = {10: (2, 1, 2, 4, 1), 15: (3, 2, 3, 5, 2), 19: (3, 3, 4, 6, 3)}
 SAN_KERNELS = (3, 7, 7, 7, 7)
+
+
+default_cfgs = generate_default_cfgs({
+    f"san{depth}_{kind}": cfg("Exploring Self-attention for Image Recognition (CVPR 2020)",
+                              "https://github.com/hszhao/SAN", "mit", first_conv="conv_in")
+    for depth in SAN_LAYERS for kind in ("pairwise", "patchwise")})
 
 
 def _conv1x1(cin: int, cout: int) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, kernel_size=1, bias=False)
 
 
-class SAN(nn.Module):
+class SAN(AttnzooNet):
     """Self-attention network. (N, in_chans, H, W) -> logits (N, num_classes).
 
     forward_features: -> (N, 2048, H/32, W/32); forward_head: -> (N, num_classes), or the pooled
@@ -35,14 +46,14 @@ class SAN(nn.Module):
     """
 
     def __init__(self, sa_type="pairwise", layers=SAN_LAYERS[10], kernels=SAN_KERNELS, num_classes: int = 1000,
-                 in_chans: int = 3, share_planes: int = 8, backend: str = "auto", drop_rate: float = 0.0):
+                 in_chans: int = 3, share_planes: int = 8, backend: str = "auto", drop_rate: float = 0.0,
+                 global_pool: str = "avg"):
         super().__init__()
         self.sa_type = sa_type_name(sa_type)
         layers, kernels = tuple(layers), tuple(kernels)
         if len(layers) != 5 or len(kernels) != 5 or min(layers) < 1 or min(kernels) < 1:
             raise UserError(f"SAN: layers and kernels need 5 positive entries, one per stage; "
                             f"got layers={layers}, kernels={kernels}")
-        self.num_classes, self.drop_rate = num_classes, drop_rate
         c = 64
         self.conv_in, self.bn_in = _conv1x1(in_chans, c), nn.BatchNorm2d(c)
         widths = [c, 4 * c, 8 * c, 16 * c, 32 * c]
@@ -53,39 +64,42 @@ class SAN(nn.Module):
             blocks = [SANBottleneck(self.sa_type, width, width // 16, width // 4, width, share_planes, k,
                                     1, backend=backend) for _ in range(n)]
             setattr(self, f"layer{i}", nn.Sequential(*blocks))
+            setattr(self, f"relu{i}", nn.ReLU(inplace=True))  # one per stage: its output is the feature
             prev = width
-        self.num_features = prev
         self.relu = nn.ReLU(inplace=True)
         self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(prev, num_classes) if num_classes > 0 else nn.Identity()
+        self.feature_info = [dict(num_chs=w, reduction=2 ** (i + 1), module=f"relu{i}") for i, w in enumerate(widths)]
+        self.stage_modules = [(f"conv{i}", f"bn{i}", f"layer{i}", f"relu{i}") for i in range(5)]
+        self._init_head(prev, num_classes, global_pool, drop_rate)
 
-    def get_classifier(self) -> nn.Module:
-        return self.fc
+    def _stage(self, i: int):
+        conv, bn, layer, relu = (getattr(self, f"{m}{i}") for m in ("conv", "bn", "layer", "relu"))
 
-    def reset_classifier(self, num_classes: int, global_pool=None):
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        def stage(x):  # (N, C, H, W) -> (N, width, H/2, W/2)
+            if i == 0:
+                x = self.relu(self.bn_in(self.conv_in(x)))
+            return relu(bn(layer(conv(self.pool(x)))))
+        return stage
+
+    def _stages(self):
+        return [self._stage(i) for i in range(5)]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, in_chans, H, W) -> (N, 2048, H/32, W/32)."""
+        if (self.grad_checkpointing or self.pruned) and not torch.jit.is_scripting():
+            return self.forward_intermediates(x, indices=1)[0]  # checkpointed or pruned: stage by stage
+        # written out for TorchScript, which cannot look the official top-level names up by index
         x = self.relu(self.bn_in(self.conv_in(x)))                          # (N, 64, H, W)
-        for i in range(5):                                                  # H/2, H/4, ..., H/32
-            conv, bn, layer = getattr(self, f"conv{i}"), getattr(self, f"bn{i}"), getattr(self, f"layer{i}")
-            x = self.relu(bn(layer(conv(self.pool(x)))))
-        return x                                                            # (N, 2048, H/32, W/32)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = torch.flatten(self.avgpool(x), 1)                               # (N, 2048)
-        if self.drop_rate > 0:
-            x = nn.functional.dropout(x, p=self.drop_rate, training=self.training)
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        x = self.relu0(self.bn0(self.layer0(self.conv0(self.pool(x)))))     # (N, 64, H/2, W/2)
+        x = self.relu1(self.bn1(self.layer1(self.conv1(self.pool(x)))))     # (N, 256, H/4, W/4)
+        x = self.relu2(self.bn2(self.layer2(self.conv2(self.pool(x)))))     # (N, 512, H/8, W/8)
+        x = self.relu3(self.bn3(self.layer3(self.conv3(self.pool(x)))))     # (N, 1024, H/16, W/16)
+        return self.relu4(self.bn4(self.layer4(self.conv4(self.pool(x)))))  # (N, 2048, H/32, W/32)
 
 
 def _san(name: str, depth: int, sa_type: str, pretrained, kwargs):
-    return build(SAN, name, pretrained, kwargs, sa_type=sa_type, layers=SAN_LAYERS[depth], kernels=SAN_KERNELS)
+    return build(SAN, name, pretrained, **{
+        **dict(sa_type=sa_type, layers=SAN_LAYERS[depth], kernels=SAN_KERNELS), **kwargs})
 
 
 @register

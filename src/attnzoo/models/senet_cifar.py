@@ -15,14 +15,23 @@ the basic block gets the same attention slot, which is attnzoo's extension.
 
 Input (N, 3, H, W) -> logits (N, num_classes); any H, W (pooling is global, STL-10 runs at 96).
 """
-from ._registry import build, register
-from .resnet_cifar import CifarResNet
+from timm.models import generate_default_cfgs
+
+from ._registry import register
+from .resnet_cifar import build_cifar_resnet, resnet_cifar_cfg
 
 ALL_STAGES = (1, 2, 3)
+LSAS_PAPER = "LSAS: Lightweight Sub-attention Strategy for Alleviating Attention Bias Problem (ICME 2023)"
+LSAS_REPO = "https://github.com/Qrange-group/LSAS"
+
+default_cfgs = generate_default_cfgs({
+    name: resnet_cifar_cfg(LSAS_PAPER, LSAS_REPO) for name in
+    ("senet_cifar", "lsas_senet_cifar", "lsas_senet_allstages_cifar", "senet164_cifar",
+     "lsas_senet164_cifar", "lsas_senet164_allstages_cifar")})
 
 
 def _senet(name, pretrained, kwargs, **defaults):
-    return build(CifarResNet, name, pretrained, kwargs, attn="se", attn_stages=ALL_STAGES, **defaults)
+    return build_cifar_resnet(name, pretrained, kwargs, attn="se", attn_stages=ALL_STAGES, **defaults)
 
 
 def _lsas(name, pretrained, kwargs, stages=(3,), **defaults):
@@ -31,8 +40,8 @@ def _lsas(name, pretrained, kwargs, stages=(3,), **defaults):
     attn_kwargs = kwargs.pop("attn_kwargs", None) or {}
     if str(kwargs.get("attn", "lsas_se")).startswith("lsas_"):
         attn_kwargs = {"order": order, **attn_kwargs}
-    return build(CifarResNet, name, pretrained, kwargs, attn="lsas_se", attn_kwargs=attn_kwargs,
-                 attn_stages=stages, **defaults)
+    return build_cifar_resnet(name, pretrained, kwargs, attn="lsas_se", attn_kwargs=attn_kwargs,
+                              attn_stages=stages, **defaults)
 
 
 @register

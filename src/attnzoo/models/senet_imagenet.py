@@ -14,21 +14,31 @@ Initialisation as in the seed: Kaiming-normal (fan_out) convolutions, BatchNorm 
 default Linear init, `zero_init_residual=False`. Any attention block works (`attn=`, `attn_kwargs=`,
 `attn_stages=`).
 
-Input (N, 3, H, W) -> logits (N, num_classes); any H, W >= 32 (pooling is global).
+Input (N, in_chans, H, W) -> logits (N, num_classes); any H, W >= 32 (pooling is global).
+Features (`features_only`, `forward_intermediates`): the stem and the four stages, at strides
+2, 4, 8, 16, 32, as timm's ResNet.
 """
+import torch
+from timm.models import checkpoint_seq, generate_default_cfgs
 from torch import nn
 
 from ..errors import UserError
-from ..layers.factory import block_factory
-from ._registry import build, register
-from ._resnet import BasicBlock, Bottleneck, ClassifierHead, make_stage
+from ..layers.factory import get_attn
+from ._base import AttnzooNet
+from ._registry import build, cfg, register
+from ._resnet import BasicBlock, Bottleneck, make_stage
+from .senet_cifar import LSAS_PAPER, LSAS_REPO
 
 DEPTHS = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)),
           50: (Bottleneck, (3, 4, 6, 3)), 101: (Bottleneck, (3, 4, 23, 3)),
           152: (Bottleneck, (3, 8, 36, 3))}
 
+default_cfgs = generate_default_cfgs({
+    f"{kind}_resnet{depth}": cfg(LSAS_PAPER, LSAS_REPO, "mit")
+    for kind in ("senet", "lsas_senet") for depth in DEPTHS})
 
-class AttnResNet(ClassifierHead, nn.Module):
+
+class AttnResNet(AttnzooNet):
     """ImageNet ResNet of depth 18/34/50/101/152 with an attention slot per block.
 
     Args:
@@ -38,7 +48,7 @@ class AttnResNet(ClassifierHead, nn.Module):
     """
 
     def __init__(self, depth=50, num_classes=1000, in_chans=3, attn=None, attn_kwargs=None,
-                 attn_stages=(1, 2, 3, 4), zero_init_residual=False, drop_rate=0.0):
+                 attn_stages=(1, 2, 3, 4), zero_init_residual=False, drop_rate=0.0, global_pool="avg"):
         super().__init__()
         if depth not in DEPTHS:
             raise UserError(f"ImageNet ResNet depth {depth} is not valid; valid: "
@@ -47,9 +57,7 @@ class AttnResNet(ClassifierHead, nn.Module):
         if bad:
             raise UserError(f"attn_stages {list(attn_stages)}: stages are numbered 1, 2, 3, 4")
         block_cls, layers = DEPTHS[depth]
-        attn_layer = block_factory(attn, **(attn_kwargs or {}))
-        self.num_classes = num_classes
-        self.drop_rate = drop_rate
+        attn_layer = get_attn(attn, **(attn_kwargs or {}))
         self.conv1 = nn.Conv2d(in_chans, 64, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
@@ -60,9 +68,11 @@ class AttnResNet(ClassifierHead, nn.Module):
                                          attn_layer if i in attn_stages else None)
             stages.append(stage)
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.num_features = 512 * block_cls.expansion
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        widths = [64] + [c * block_cls.expansion for c in (64, 128, 256, 512)]
+        self.feature_info = [dict(num_chs=c, reduction=2 ** (i + 1), module=m) for i, (c, m) in
+                             enumerate(zip(widths, ("relu", "layer1", "layer2", "layer3", "layer4")))]
+        self.stage_modules = [("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",)]
+        self._init_head(widths[-1], num_classes, global_pool, drop_rate)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -74,9 +84,17 @@ class AttnResNet(ClassifierHead, nn.Module):
                 if isinstance(m, (BasicBlock, Bottleneck)):
                     nn.init.zeros_((m.bn3 if isinstance(m, Bottleneck) else m.bn2).weight)
 
+    def _stem(self, x):
+        return self.relu(self.bn1(self.conv1(x)))
+
+    def _stages(self):
+        return [self._stem, lambda x: self.layer1(self.maxpool(x)), self.layer2, self.layer3, self.layer4]
+
     def forward_features(self, x):
-        """(N, 3, H, W) -> (N, num_features, H/32, W/32)."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        """(N, in_chans, H, W) -> (N, num_features, H/32, W/32)."""
+        x = self.maxpool(self._stem(x))
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq([self.layer1, self.layer2, self.layer3, self.layer4], x, flatten=True)
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
@@ -88,14 +106,14 @@ def _attn_kwargs(kwargs, attn, **seed):
 
 def _senet(depth, pretrained, kwargs):
     attn_kwargs = _attn_kwargs(kwargs, "se", rounding="floor")
-    return build(AttnResNet, f"senet_resnet{depth}", pretrained, kwargs, depth=depth, attn="se",
-                 attn_kwargs=attn_kwargs, attn_stages=(1, 2, 3, 4))
+    return build(AttnResNet, f"senet_resnet{depth}", pretrained, **{
+        **dict(depth=depth, attn="se", attn_kwargs=attn_kwargs, attn_stages=(1, 2, 3, 4)), **kwargs})
 
 
 def _lsas(depth, pretrained, kwargs):
     attn_kwargs = _attn_kwargs(kwargs, "lsas_se", rounding="floor", order=kwargs.pop("order", 1))
-    return build(AttnResNet, f"lsas_senet_resnet{depth}", pretrained, kwargs, depth=depth,
-                 attn="lsas_se", attn_kwargs=attn_kwargs, attn_stages=(3, 4))
+    return build(AttnResNet, f"lsas_senet_resnet{depth}", pretrained, **{
+        **dict(depth=depth, attn="lsas_se", attn_kwargs=attn_kwargs, attn_stages=(3, 4)), **kwargs})
 
 
 @register

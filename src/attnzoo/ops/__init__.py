@@ -1,4 +1,5 @@
-"""SAN's local self-attention operators behind one function each, with several backends.
+"""Low-level operators with their own autograd: SAN's local self-attention operators (below) and
+LESA's attention (`lesa_attention`, see `attnzoo.ops.lesa`), each behind one function.
 
     aggregation(x, weight, kernel_size, stride=1, padding=0, dilation=1, pad_mode='reflect', backend='auto')
         x (N, C, H, W), weight (N, C/share, k*k, Ho*Wo) -> (N, C, Ho, Wo);
@@ -18,24 +19,34 @@ k*k taps with its own backward, any device), 'triton' (Triton kernels, CUDA tens
 The torch and triton backends are custom operators `torch.ops.attnzoo.san_*` with FLOP formulas,
 so `torch.utils.flop_counter.FlopCounterMode` counts them (see `attnzoo.ops._library`).
 
+The three functions are FX leaves (timm's `register_notrace_function`: their argument checks stay
+in place and FX records one call), and TorchScript keeps them as Python calls (`torch.jit.ignore`):
+a scripted SAN network runs and gives the eager results, but `torch.jit.save` cannot export it.
+
 One difference from the official code: for a centre tap that is not at offset 0 (even kernels or
 padding other than (d*(k-1)+1)//2), the official subtraction backward disagrees with its own
 forward; here the gradient always is that of the forward.
 """
-from __future__ import annotations
-
 import importlib.util
 import logging
 import os
+from typing import Tuple, Union
 
 import torch
+from timm.layers import register_notrace_function
 
 from ..errors import UserError, choices_hint
-from . import reference
+from . import san_reference
 from ._common import PAD_MODES, check_aggregation, check_subtraction2
 from ._library import san_aggregation, san_subtraction2
+from .lesa import lesa_attention
 
-__all__ = ["aggregation", "subtraction", "subtraction2", "resolve_backend", "BACKENDS", "PAD_MODES"]
+__all__ = ["aggregation", "subtraction", "subtraction2", "resolve_backend", "BACKENDS", "PAD_MODES",
+           "lesa_attention"]
+
+# Argument types TorchScript reads from the signatures of the operators it leaves to Python.
+Size = Union[int, Tuple[int, int]]
+PadMode = Union[str, int]
 
 BACKENDS = ("auto", "reference", "torch", "triton")
 log = logging.getLogger(__name__)
@@ -81,8 +92,10 @@ def resolve_backend(backend: str, x: torch.Tensor) -> str:
     return backend
 
 
-def aggregation(x, weight, kernel_size=3, stride=1, padding=0, dilation=1, pad_mode="reflect",
-                backend="auto"):
+@torch.jit.ignore
+@register_notrace_function
+def aggregation(x: torch.Tensor, weight: torch.Tensor, kernel_size: Size = 3, stride: Size = 1, padding: Size = 0,
+                dilation: Size = 1, pad_mode: PadMode = "reflect", backend: str = "auto") -> torch.Tensor:
     """Weighted sum over each output position's k*k neighbourhood, per channel.
 
     x: (N, C, H, W); weight: (N, C/share, k*k, Ho*Wo) -> (N, C, Ho, Wo).
@@ -90,12 +103,14 @@ def aggregation(x, weight, kernel_size=3, stride=1, padding=0, dilation=1, pad_m
     g = check_aggregation(x, weight, kernel_size, stride, padding, dilation, pad_mode)
     b = resolve_backend(backend, x)
     if b == "reference":
-        return reference.aggregation(x, weight, g)
+        return san_reference.aggregation(x, weight, g)
     return san_aggregation(x, weight, *g.as_lists(), g.reflect, b)
 
 
-def subtraction2(x1, x2, kernel_size=3, stride=1, padding=0, dilation=1, pad_mode="reflect",
-                 backend="auto"):
+@torch.jit.ignore
+@register_notrace_function
+def subtraction2(x1: torch.Tensor, x2: torch.Tensor, kernel_size: Size = 3, stride: Size = 1, padding: Size = 0,
+                 dilation: Size = 1, pad_mode: PadMode = "reflect", backend: str = "auto") -> torch.Tensor:
     """Centre of x1 minus every tap of the neighbourhood of x2.
 
     x1, x2: (N, C, H, W) -> (N, C, k*k, Ho*Wo).
@@ -103,14 +118,17 @@ def subtraction2(x1, x2, kernel_size=3, stride=1, padding=0, dilation=1, pad_mod
     g = check_subtraction2(x1, x2, kernel_size, stride, padding, dilation, pad_mode)
     b = resolve_backend(backend, x1)
     if b == "reference":
-        return reference.subtraction2(x1, x2, g)
+        return san_reference.subtraction2(x1, x2, g)
     return san_subtraction2(x1, x2, *g.as_lists(), g.reflect, b)
 
 
-def subtraction(x, kernel_size=3, stride=1, padding=0, dilation=1, pad_mode="reflect", backend="auto"):
+@torch.jit.ignore
+@register_notrace_function
+def subtraction(x: torch.Tensor, kernel_size: Size = 3, stride: Size = 1, padding: Size = 0, dilation: Size = 1,
+                pad_mode: PadMode = "reflect", backend: str = "auto") -> torch.Tensor:
     """Centre minus every tap of the neighbourhood of x: (N, C, H, W) -> (N, C, k*k, Ho*Wo)."""
     g = check_subtraction2(x, x, kernel_size, stride, padding, dilation, pad_mode, op="subtraction")
     b = resolve_backend(backend, x)
     if b == "reference":
-        return reference.subtraction2(x, x, g)
+        return san_reference.subtraction2(x, x, g)
     return san_subtraction2(x, x, *g.as_lists(), g.reflect, b)

@@ -19,17 +19,17 @@ import math
 import torch
 from torch.utils.flop_counter import register_flop_formula
 
-from . import torch_lean
+from . import san_torch
 from ._common import Geometry
 
-_BACKENDS = {"torch": torch_lean}
+_BACKENDS = {"torch": san_torch}
 
 
 def backend_module(name: str):
     if name not in _BACKENDS:
-        from . import triton_backend  # imported lazily: needs triton
+        from . import san_triton  # imported lazily: needs triton
 
-        _BACKENDS["triton"] = triton_backend
+        _BACKENDS["triton"] = san_triton
     return _BACKENDS[name]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from ._common import Geometry
-from .reference import pad
+from .san_reference import pad
 
 
 def tap_window(g: Geometry, tap: int) -> tuple[slice, slice]:

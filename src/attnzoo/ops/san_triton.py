@@ -1,7 +1,7 @@
 """`triton` backend: Triton kernels for the SAN operators (forward and backward).
 
 The input is padded once with PyTorch (zero or reflection), so the kernels only index inside the
-padded tensor; gradients w.r.t. the padded tensor are folded back by `torch_lean.unpad`. Every
+padded tensor; gradients w.r.t. the padded tensor are folded back by `san_torch.unpad`. Every
 kernel gathers (no atomics), so results are deterministic. One program handles one (n, c) plane
 and BLOCK output (or padded-input) positions. Accumulation is float32 (float64 for float64 inputs).
 The kernels also run on the CPU under Triton's interpreter (TRITON_INTERPRET=1), which is how the
@@ -14,8 +14,8 @@ import triton
 import triton.language as tl
 
 from ._common import Geometry
-from .reference import pad
-from .torch_lean import unpad
+from .san_reference import pad
+from .san_torch import unpad
 
 BLOCK = 256
 

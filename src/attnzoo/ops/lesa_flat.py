@@ -1,4 +1,4 @@
-"""The lean training path of LESA's ``classification`` attention (see `attnzoo.layers.lesa`).
+"""The lean training path of LESA's ``classification`` attention (see `attnzoo.ops.lesa`).
 
 With L = H*W positions, g heads and a table r (c, 2L-1) indexed by the flattened query-minus-key
 offset o = i - j + L - 1, the three similarity terms are

@@ -1,0 +1,311 @@
+"""The model contract timm's own tests check (tests/test_models.py), for attnzoo's networks.
+
+Pretrained cfgs are checked for every registered name (no construction). The rest runs on one
+network per family variant, at reduced size, as timm samples its list: depth duplicates (ResNet
+56/110/164, 101/152) share their code with the sampled depth; IDA and LESA/SAN are built small.
+"""
+import copy
+import math
+import warnings
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+from timm.layers import create_feature_extractor, get_graph_node_names
+from timm.models._features import FeatureGetterNet
+
+import attnzoo
+from attnzoo.data.cifar import MEAN as CIFAR_MEAN
+from attnzoo.errors import UserError
+from attnzoo.layers import NOT_SCRIPTABLE
+from attnzoo.models import ATTNZOO_MODELS
+
+SAN_SMALL = dict(layers=(1, 1, 1, 1, 1), kernels=(3, 3, 3, 3, 3))
+LESA_SMALL = dict(layers=(1, 1, 2, 1), img_size=32)
+SAMPLED = {  # name -> (constructor options, input size)
+    "resnet20_cifar": ({}, 32),
+    "senet_cifar": (dict(depth=11), 32),
+    "lsas_senet_cifar": (dict(depth=11), 32),
+    "lsas_senet_allstages_cifar": (dict(depth=8, block="basic"), 32),
+    "senet_resnet18": ({}, 64),
+    "lsas_senet_resnet18": ({}, 64),
+    "se_vgg16_cifar": ({}, 32),
+    "sb_vgg16_cifar": ({}, 32),
+    "san10_pairwise": (SAN_SMALL, 64),
+    "san10_patchwise": (SAN_SMALL, 64),
+    "lesa_resnet50": (LESA_SMALL, 32),
+    "ida": (dict(backbone="resnet18", num_classes=5, ffn_dim=64), 64),
+    "mlc_baseline": (dict(backbone="resnet18", num_classes=5), 64),
+}
+SAME_CODE = {  # not built here -> the sampled network whose code (at another depth) it is
+    **{f"resnet{d}_cifar": "resnet20_cifar" for d in (56, 110, 164)}, "resnet_cifar": "resnet20_cifar",
+    "vgg16_cifar": "se_vgg16_cifar",
+    "senet164_cifar": "senet_cifar", "lsas_senet164_cifar": "lsas_senet_cifar",
+    "lsas_senet164_allstages_cifar": "lsas_senet_allstages_cifar",
+    **{f"senet_resnet{d}": "senet_resnet18" for d in (34, 50, 101, 152)},
+    **{f"lsas_senet_resnet{d}": "lsas_senet_resnet18" for d in (34, 50, 101, 152)},
+    **{f"san{d}_{kind}": f"san10_{kind}" for d in (15, 19) for kind in ("pairwise", "patchwise")},
+    "lesa_wrn50": "lesa_resnet50",
+    **{n: "ida" for n in ("ida_resnet50", "ida_resnet101", "ida_resnet101_light", "ida_resnet101_official")},
+}
+# TorchScript: one network per class and attention block (compiling is slow); LESA's blocks are
+# attnzoo.layers.NOT_SCRIPTABLE.
+SCRIPTED = ("lsas_senet_cifar", "senet_resnet18", "se_vgg16_cifar", "sb_vgg16_cifar", "san10_patchwise", "ida")
+UNSCRIPTABLE = ("lesa_resnet50",)
+
+
+def _create(name, **extra):
+    kwargs, _ = SAMPLED[name]
+    torch.manual_seed(0)
+    return timm.create_model(name, **{**kwargs, **extra})
+
+
+def _input(name, batch=2, chans=3):
+    size = SAMPLED[name][1]
+    return torch.randn(batch, chans, size, size, generator=torch.Generator().manual_seed(1))
+
+
+def test_every_registered_network_is_sampled_or_shares_a_sampled_ones_code():
+    assert ATTNZOO_MODELS == set(SAMPLED) | set(SAME_CODE) and set(SAME_CODE.values()) <= set(SAMPLED)
+
+
+@pytest.mark.parametrize("name", sorted(ATTNZOO_MODELS))
+def test_pretrained_cfg_of_every_network(name):
+    cfg = timm.models.get_pretrained_cfg(name).to_dict()
+    for key in ("input_size", "pool_size", "crop_pct", "mean", "std", "num_classes", "first_conv",
+                "classifier", "origin_url", "paper_name", "license"):
+        assert cfg.get(key) is not None, key
+    assert cfg["origin_url"].startswith("https://github.com/") and len(cfg["mean"]) == len(cfg["std"]) == 3
+    assert not (cfg.get("url") or cfg.get("hf_hub_id"))  # attnzoo ships no weights: nothing to download
+    if name.endswith("_cifar"):
+        assert cfg["input_size"] == (3, 32, 32) and cfg["num_classes"] == 10
+        assert cfg["mean"] == ((0.5,) * 3 if "vgg" in name else CIFAR_MEAN)  # each seed's normalisation
+    elif name.startswith(("ida", "mlc")):
+        assert cfg["input_size"] == (3, 448, 448) and cfg["num_classes"] == 80
+    else:
+        assert cfg["input_size"] == (3, 224, 224) and cfg["mean"] == timm.data.IMAGENET_DEFAULT_MEAN
+
+
+@pytest.mark.parametrize("name, size", [("resnet20_cifar", 32), ("senet_resnet50", 224), ("ida_resnet101", 448),
+                                        ("sb_vgg16_cifar", 32), ("lesa_resnet50", 224)])
+def test_resolve_data_config_gives_the_size_the_network_was_built_for(name, size):
+    with torch.device("meta"):  # the cfg only: no weights
+        model = timm.create_model(name)
+    assert timm.data.resolve_data_config({}, model=model)["input_size"] == (3, size, size)
+
+
+@pytest.mark.parametrize("name", SAMPLED)
+def test_forward_backward_and_cfg_consistency(name):
+    model = _create(name)
+    x = _input(name)
+    out = model(x)
+    assert out.shape == (2, model.num_classes) and torch.isfinite(out).all()
+    out.float().pow(2).mean().backward()
+    params = [p for p in model.parameters() if p.requires_grad]
+    assert params and all(p.grad is not None for p in params)
+    cfg = model.pretrained_cfg
+    state = model.state_dict()
+    assert f"{cfg['first_conv']}.weight" in state
+    assert any(k.startswith(f"{cfg['classifier']}.") for k in state)
+    last = model.feature_info[-1]["reduction"]
+    assert tuple(s * last for s in cfg["pool_size"]) == cfg["input_size"][1:]
+
+
+@pytest.mark.parametrize("name", SAMPLED)
+def test_head_api(name):
+    model = _create(name, in_chans=1).eval()
+    x = _input(name, chans=1)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        assert feats.shape[:2] == (2, model.num_features)
+        assert torch.equal(model.forward_head(feats), model(x))
+        pre = model.forward_head(feats, pre_logits=True)
+        model.reset_classifier(0)
+        assert model.head_hidden_size == pre.shape[1] and torch.equal(model(x), pre)
+        model.reset_classifier(0, "")
+        assert torch.equal(model(x), feats)
+        for pool in ("max", "avgmax", "catavgmax", "avg"):
+            model.reset_classifier(3, pool)
+            assert model(x).shape == (2, 3) and model.num_classes == 3
+            assert model.head_hidden_size == model.forward_head(feats, pre_logits=True).shape[1]
+    with pytest.raises(UserError, match="global_pool 'mean' is not valid"):
+        model.reset_classifier(3, "mean")
+
+
+def test_global_pool_at_construction():
+    model = timm.create_model("resnet20_cifar", global_pool="catavgmax", num_classes=4)
+    assert model.get_classifier().in_features == 128 and model(torch.randn(1, 3, 32, 32)).shape == (1, 4)
+    vgg = timm.create_model("vgg16_cifar", global_pool="max", num_classes=0)
+    assert vgg(torch.randn(1, 3, 32, 32)).shape == (1, 256)  # VGG's MLP comes after the pooling
+    unpooled = timm.create_model("vgg16_cifar", global_pool="", num_classes=0)
+    assert unpooled(torch.randn(1, 3, 32, 32)).shape == (1, 512, 2, 2)
+    with pytest.raises(UserError, match="removes the MLP head"):
+        timm.create_model("vgg16_cifar", global_pool="")
+
+
+@pytest.mark.parametrize("name", SAMPLED)
+def test_forward_intermediates_and_pruning(name):
+    model = _create(name).eval()
+    x = _input(name)
+    info = model.feature_info
+    with torch.no_grad():
+        final, feats = model.forward_intermediates(x)
+        assert torch.equal(final, model.forward_features(x))
+        assert len(feats) == len(info) >= 3
+        for f, i in zip(feats, info):
+            assert f.shape == (2, i["num_chs"], x.shape[2] // i["reduction"], x.shape[3] // i["reduction"])
+        assert [t.shape for t in model.forward_intermediates(x, indices=2, intermediates_only=True)] == \
+            [t.shape for t in feats[-2:]]
+        early, taken = model.forward_intermediates(x, indices=[1], stop_early=True)
+        assert torch.equal(early, feats[1]) and torch.equal(taken[0], feats[1])
+        kept = model.prune_intermediate_layers([0, 1])
+        assert kept == [0, 1] and model.num_classes == 0
+        assert torch.equal(model.forward_features(x), feats[1]) and torch.equal(model(x), feats[1])
+        again = model.forward_intermediates(x, indices=[0, 1], intermediates_only=True)
+        assert len(again) == 2 and all(torch.equal(a, b) for a, b in zip(again, feats))
+
+
+@pytest.mark.parametrize("name", SAMPLED)
+def test_features_only(name):
+    kwargs, size = SAMPLED[name]
+    full = _create(name).eval()
+    n = len(full.feature_info)
+    torch.manual_seed(0)
+    net = timm.create_model(name, features_only=True, **kwargs).eval()  # every level by default
+    assert isinstance(net, FeatureGetterNet)
+    x = _input(name)
+    with torch.no_grad():
+        outs = net(x)
+    assert len(outs) == n and net.feature_info.channels() == [o.shape[1] for o in outs]
+    assert [math.ceil(size / r) for r in net.feature_info.reduction()] == [o.shape[-1] for o in outs]
+    wanted = (1, 2)
+    pruned = FeatureGetterNet(copy.deepcopy(full), out_indices=wanted)  # what features_only builds
+    assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in full.parameters())
+    with torch.no_grad():
+        expected = full.forward_intermediates(x, indices=list(wanted), intermediates_only=True)
+        assert all(torch.equal(a, b) for a, b in zip(pruned(x), expected))
+
+
+@pytest.mark.parametrize("name", ["resnet20_cifar", "sb_vgg16_cifar", "san10_pairwise", "lesa_resnet50", "ida"])
+def test_feature_classes_take_the_same_maps(name):
+    """feature_info's module names are what timm's FX and hook extractors take the maps from."""
+    kwargs, _ = SAMPLED[name]
+    x = _input(name, batch=1)
+    outs = {}
+    for cls in ("getter", "fx", "hook"):
+        torch.manual_seed(0)
+        net = timm.create_model(name, features_only=True, feature_cls=cls, out_indices=(0, 1, 2, 3), **kwargs)
+        with torch.no_grad():
+            outs[cls] = list(net.eval()(x))
+    assert all(torch.equal(a, b) for cls in ("fx", "hook") for a, b in zip(outs["getter"], outs[cls]))
+
+
+@pytest.mark.parametrize("name, kwargs, size", [
+    ("lsas_senet_resnet50", {}, 64), ("san10_pairwise", {}, 128), ("lesa_resnet50", dict(img_size=32), 32)])
+def test_detector_style_features(name, kwargs, size):
+    net = timm.create_model(name, features_only=True, out_indices=(1, 2, 3, 4), **kwargs).eval()
+    with torch.no_grad():
+        outs = net(torch.randn(1, 3, size, size))
+    strides = [size // o.shape[-1] for o in outs]
+    assert strides == net.feature_info.reduction() == ([4, 8, 16, 16] if "lesa" in name else [4, 8, 16, 32])
+    assert [o.shape[1] for o in outs] == net.feature_info.channels() == [256, 512, 1024, 2048]
+
+
+@pytest.mark.parametrize("name", SAMPLED)
+def test_fx_trace(name):
+    model = _create(name).eval()
+    x = _input(name)
+    _, eval_nodes = get_graph_node_names(model)
+    fx = create_feature_extractor(model, return_nodes=[eval_nodes[-1]])
+    with torch.no_grad():
+        assert torch.allclose(next(iter(fx(x).values())), model(x), atol=1e-5)
+    train = create_feature_extractor(model.train(), return_nodes=[eval_nodes[-1]])
+    next(iter(train(x).values())).float().mean().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("name", SCRIPTED + UNSCRIPTABLE)
+def test_torchscript(name):
+    model = _create(name).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated upstream
+        if name in UNSCRIPTABLE:
+            assert any(isinstance(m, NOT_SCRIPTABLE) for m in model.modules())
+            with pytest.raises(Exception):
+                torch.jit.script(model)
+            return
+        scripted = torch.jit.script(model)
+    x = _input(name)
+    with torch.no_grad():
+        assert torch.allclose(scripted(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_grad_checkpointing_gives_the_same_gradients():
+    for name in ("resnet20_cifar", "san10_pairwise", "sb_vgg16_cifar"):
+        model, x = _create(name), _input(name)
+        model(x).sum().backward()
+        plain = [p.grad.clone() for p in model.parameters()]
+        model.zero_grad()
+        model.set_grad_checkpointing(True)
+        model(x).sum().backward()
+        assert all(torch.allclose(a, p.grad, atol=1e-5) for a, p in zip(plain, model.parameters()))
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "pth"])
+def test_local_weights_the_timm_way(tmp_path, fmt):
+    source = _create("lsas_senet_cifar")
+    path = tmp_path / f"w.{fmt}"
+    if fmt == "safetensors":
+        save_file(source.state_dict(), str(path))
+    else:
+        torch.save({"state_dict": source.state_dict()}, path)
+    local = dict(pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+    for create in (timm.create_model, attnzoo.create_model):
+        model = create("lsas_senet_cifar", depth=11, **local)
+        assert all(torch.equal(v, source.state_dict()[k]) for k, v in model.state_dict().items())
+        assert model.pretrained_cfg["file"] == str(path) and model.pretrained_cfg.get("state_dict") is None
+    other = attnzoo.create_model("lsas_senet_cifar", depth=11, num_classes=3, **local)  # new classifier
+    assert torch.equal(other.conv1.weight, source.conv1.weight) and other.fc.out_features == 3
+    gray = attnzoo.create_model("lsas_senet_cifar", depth=11, in_chans=1, **local)  # timm adapts the stem
+    assert torch.allclose(gray.conv1.weight, source.conv1.weight.sum(1, keepdim=True))
+
+
+def test_bad_weight_files_are_one_line_user_errors(tmp_path):
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint")
+    wrong = tmp_path / "wrong.safetensors"
+    save_file(_create("resnet20_cifar").state_dict(), str(wrong))
+
+    def create(path, **kw):
+        return attnzoo.create_model("senet_cifar", depth=11, pretrained=True,
+                                    pretrained_cfg_overlay=dict(file=str(path)), **kw)
+
+    for path, match in ((tmp_path / "none.pth", "does not exist"), (junk, "cannot be read safely"),
+                        (wrong, "does not fit 'senet_cifar'.*missing keys")):
+        with pytest.raises(UserError, match=match) as err:
+            create(path)
+        assert "\n" not in str(err.value)
+    with pytest.raises(UserError, match="downloads no weights"):
+        attnzoo.create_model("senet_cifar", pretrained=True)
+    shapes = tmp_path / "shapes.safetensors"  # the same keys, a wider SE
+    save_file(_create("senet_cifar", attn_kwargs=dict(rd_ratio=0.5)).state_dict(), str(shapes))
+    with pytest.raises(UserError, match="do not fit model 'senet_cifar'.*size mismatch") as err:
+        create(shapes)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("name, kwargs", [("lsas_senet_cifar", dict(depth=11)), ("resnet18", {})])
+def test_model_pretrained_in_a_config_loads_the_timm_way(tmp_path, name, kwargs):
+    from attnzoo.engine.config import load_config
+    from attnzoo.engine.train import build_model
+
+    torch.manual_seed(0)
+    source = timm.create_model(name, **kwargs)  # its pretrained cfg's classes: 10 and 1000
+    save_file(source.state_dict(), str(tmp_path / "w.safetensors"))
+    cfg = load_config(overrides=[f"model.name={name}", f"model.pretrained={tmp_path / 'w.safetensors'}"]
+                      + [f"model.kwargs.{k}={v}" for k, v in kwargs.items()])
+    model = build_model(cfg, num_classes=10)
+    assert model.fc.out_features == 10  # timm drops a classifier of another class count
+    assert all(torch.equal(v, source.state_dict()[k]) for k, v in model.state_dict().items()
+               if not (k.startswith("fc.") and v.shape != source.state_dict()[k].shape))
