@@ -51,7 +51,7 @@ def test_a_block_refuses_an_input_of_other_channels_or_dimensions(block, shape):
     build, channels = BLOCKS[block]
     with pytest.raises(UserError) as err:
         build(channels)(torch.zeros(shape))
-    assert str(err.value) == f"{block} expects a feature map (N, {channels}, H, W), got shape {shape}"
+    assert str(err.value) == f"{block} expects a feature map (N, {channels}, H, W), got shape {list(shape)}"
 
 
 def test_the_block_factory_and_the_ida_head_check_channels_too():

@@ -12,9 +12,6 @@ import pytest
 pytest.importorskip("triton")
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
-# What may fail on a CPU today without the script being broken: graph breaks found by Dynamo and
-# the torchrun process group (attnzoo runs a 1-process torchrun without one); both are findings.
-MAY_FAIL = ("graph breaks ", "gloo process group")
 
 
 def test_quick_cpu_run_reports_every_part(tmp_path):
@@ -22,16 +19,14 @@ def test_quick_cpu_run_reports_every_part(tmp_path):
     proc = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--out-dir", str(tmp_path)],
                           env=env, capture_output=True, text=True, timeout=900)
     report = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert proc.returncode == (1 if report["totals"].get("FAILED") else 0), proc.stderr[-2000:]
+    assert proc.returncode == 0 and not report["totals"].get("FAILED"), proc.stdout[-2000:] + proc.stderr[-2000:]
     assert [p["part"] for p in report["parts"]] == [1, 2, 3, 4, 5]
     assert all(p["status"] == "ran" for p in report["parts"]), report["parts"]
     checks = report["checks"]
     assert {c["part"] for c in checks} == {1, 2, 3, 4, 5}
     for c in checks:  # one printed line per check, with its reason when it is not ok
         assert f"[{c['id']}] {c['status']}" in proc.stdout
-        assert c["status"] in ("ok", "FAILED", "skipped") and (c["status"] == "ok") != bool(c["reason"])
-        if c["status"] == "FAILED":
-            assert c["check"].startswith(MAY_FAIL), c
+        assert c["status"] in ("ok", "skipped") and (c["status"] == "ok") != bool(c["reason"])
         if c["status"] == "skipped":
             assert c["reason"].startswith(("cpu", "quick", "no --cupy-reference")), c
     by_name = {c["check"]: c for c in checks}
@@ -42,5 +37,6 @@ def test_quick_cpu_run_reports_every_part(tmp_path):
     eval_check = by_name["attnzoo eval of its checkpoint"]
     assert eval_check["status"] == "ok" and "test" in eval_check["data"]["metrics"]
     assert by_name["torchrun --nproc_per_node 1 attnzoo train, 1 epoch"]["status"] == "ok"
+    assert by_name["gloo process group"]["data"]["world_size"] == 1  # torchrun's group, also for one process
     md = (tmp_path / "gpu_check.md").read_text()
     assert md.startswith("# GPU check on cpu") and "tolerances" in md and md.count("\n| ") >= len(checks)

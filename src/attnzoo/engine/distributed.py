@@ -1,7 +1,8 @@
 """torchrun integration: one process per device, gloo on CPU and nccl on GPU.
 
 `torchrun --nproc_per_node N` (or multi-node rendezvous) sets RANK, LOCAL_RANK and WORLD_SIZE;
-without them a run is a single process and every helper here is a no-op.
+without them a run is a single process and every helper here is a no-op. Under torchrun the group
+is joined even for one process, so `--nproc_per_node 1` runs the same DDP/SyncBatchNorm path as N.
 """
 import os
 from dataclasses import dataclass
@@ -15,10 +16,7 @@ class DistInfo:
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
+    enabled: bool = False  # launched by torchrun: a process group exists, whatever its size
 
     @property
     def is_main(self) -> bool:
@@ -27,10 +25,10 @@ class DistInfo:
 
 def init_distributed(device_type: str) -> DistInfo:
     """Join the process group that torchrun describes in the environment, if any."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
+    if "WORLD_SIZE" not in os.environ:
         return DistInfo()
-    info = DistInfo(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), world_size)
+    info = DistInfo(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")),
+                    int(os.environ["WORLD_SIZE"]), enabled=True)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
     return info

@@ -143,6 +143,9 @@ def _train(cfg: Config, resume, quiet: bool, dist: DistInfo) -> dict:
             model = freeze_batch_norm_2d(model)
         params = sum(p.numel() for p in model.parameters())
         if dist.enabled and cfg.train.sync_bn:
+            if device.type != "cuda":  # torch's SyncBatchNorm has no CPU implementation
+                raise UserError(f"train.sync_bn=true needs CUDA devices; this run is on {device.type}: "
+                                "set train.sync_bn=false")
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model.to(device)
         if cfg.train.channels_last:

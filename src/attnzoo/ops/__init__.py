@@ -54,7 +54,8 @@ _said: set[str] = set()
 
 
 def _say_once(key: str, message: str, level=logging.INFO) -> None:
-    if key not in _said:
+    # not while torch.compile traces: logging would break the graph in every SAN block
+    if key not in _said and not torch.compiler.is_compiling():
         _said.add(key)
         log.log(level, message)
 

@@ -33,8 +33,8 @@ def skew(rel: torch.Tensor) -> torch.Tensor:
     """
     rel = rel.contiguous()
     L = rel.shape[-2]
-    return rel.as_strided((*rel.shape[:-1], L), (*rel.stride()[:-2], rel.stride(-2) - 1, 1),
-                          rel.storage_offset() + L - 1)
+    band = rel.narrow(-1, L - 1, L)  # starts at offset L-1; as_strided keeps a view's offset, which
+    return band.as_strided(band.shape, (*rel.stride()[:-2], rel.stride(-2) - 1, 1))  # compiles unbroken
 
 
 def unskew(p: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
