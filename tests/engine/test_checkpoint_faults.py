@@ -103,5 +103,5 @@ def test_pretrained_timm_weights_that_cannot_be_loaded(capsys, tmp_path, run, ki
     path = (run / "checkpoints" / "best.safetensors") if kind == "run" else _write(tmp_path / "w.pth", kind)
     argv = ["train", "--model", "test_resnet", "--pretrained", str(path), "--out-dir", str(tmp_path), *TINY[4:]]
     err = one_line_error(capsys, argv, expected)
-    assert "its pretrained weights cannot be loaded" in err
+    assert "pretrained" in err  # names what failed: the pretrained file or weights
     assert not os.path.exists("/tmp/attnzoo-pickle-payload-ran")
