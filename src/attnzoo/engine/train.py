@@ -123,14 +123,14 @@ def _train(cfg: Config, resume, quiet: bool, dist: DistInfo) -> dict:
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     run_dir = cfg.run_dir
     last_path = run_dir / "checkpoints" / "last.pt"
-    resume_from = checkpoint_to_resume(run_dir, resume)  # before the data: fail fast
+    check_model_name(cfg.model.name)  # before the run folder and the data: fail fast
+    resume_from = checkpoint_to_resume(run_dir, resume)
     if dist.enabled:
         torch.distributed.barrier()  # every process has checked the folder before one writes to it
     if dist.is_main:
         prepare_run_dir(run_dir)
     saved = ckpt.load_training_state(resume_from) if resume_from else None
 
-    check_model_name(cfg.model.name)  # before the data, which can take a while to load
     with out_of_memory_hint(cfg.data.batch_size, cfg.data.img_size):
         bundle = build_data(cfg.data, train=True)
     cfg = copy.deepcopy(cfg)
