@@ -309,8 +309,6 @@ def _error(message) -> None:
 
 def main(argv=None) -> int:
     """Run one command; returns the exit status (see the module docstring)."""
-    from .engine.train import TrainingDiverged
-
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
@@ -322,13 +320,17 @@ def main(argv=None) -> int:
             raise
         _error(describe_os_error(e))
         return 2
-    except TrainingDiverged as e:
-        _error(e)
-        return 1
     except KeyboardInterrupt:
         print("attnzoo: interrupted; `attnzoo train --resume auto` continues from the last "
               "checkpoint", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - a diverged run ends with its message, anything else is a bug
+        from .engine.train import TrainingDiverged  # here, so other commands skip the training imports
+
+        if not isinstance(e, TrainingDiverged):
+            raise
+        _error(e)
+        return 1
 
 
 if __name__ == "__main__":

@@ -85,7 +85,7 @@ def check_writable(path, option: str, folder: bool = False) -> None:
         else:
             if path.is_dir():
                 raise UserError(f"{option} {path} is a folder; give a file name")
-            probe_dir = path.parent if str(path.parent) else Path(".")
+            probe_dir = path.parent  # Path('.') for a bare file name
             probe_dir.mkdir(parents=True, exist_ok=True)
             if len(path.name.encode()) > os.pathconf(probe_dir, "PC_NAME_MAX"):
                 raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), str(path))

@@ -8,7 +8,6 @@ unexpected and mis-shaped keys named.
 from __future__ import annotations
 
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -46,7 +45,8 @@ def torch_load(path):
     """torch.load without running pickled code; torch's warnings about a foreign file's pickle
     protocol are silenced, its refusal is the error (see `load_failure`)."""
     check_torch_file(path)
-    with quiet_unpickler():
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol")
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
@@ -59,14 +59,6 @@ def check_torch_file(path) -> None:
         raise EOFError("empty file")
     if not (head.startswith(b"PK\x03\x04") or head[0] == 0x80):
         raise ValueError("not a torch or safetensors weight file")
-
-
-@contextmanager
-def quiet_unpickler():
-    """Silence torch's warning about a foreign file's pickle protocol (its refusal is the error)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Detected pickle protocol")
-        yield
 
 
 def load_failure(exc: BaseException) -> str:

@@ -100,9 +100,8 @@ class AttentionRecorder:
         def hook(module, args, output):
             if not self._wanted("channel"):
                 return
-            if output.ndim == 4 and output.shape[-2:] == (1, 1):  # a channel gate (N, C, 1, 1)
-                self._add(name, "channel", output.flatten(1))
-            elif output.ndim == 3 and output.shape[1] == 1:  # ECA's (N, 1, C)
+            # a channel gate (N, C, 1, 1), or ECA's (N, 1, C)
+            if (output.ndim == 4 and output.shape[-2:] == (1, 1)) or (output.ndim == 3 and output.shape[1] == 1):
                 self._add(name, "channel", output.flatten(1))
         return hook
 

@@ -269,6 +269,14 @@ def predict(model, dataset, bundle, num_samples: int = 0, batch_size: int = 512,
 
 # ------------------------------------------------------------------------------- entry points
 
+def _split_scores(model, bundle, names, split, res, num_samples, batch_size, device, workers=0) -> dict:
+    """{name: (scores, targets)} of the eval splits `names`: the analysed `split`'s from its
+    `analyze_split` result `res`, the others predicted."""
+    return {name: (res["scores"], res["targets"]) if name == split else
+            predict(model, bundle.evals[name], bundle, num_samples, batch_size, device, workers)
+            for name in names}
+
+
 def _choose_split(bundle, split):
     if not bundle.evals:
         raise UserError("the dataset has no evaluation split to analyse")
@@ -307,12 +315,8 @@ def bias_columns(model, bundle, split=None, method: str = "gradcam", num_samples
     cols = {"energy_in_box": s["energy_in_box"], "pointing": s["pointing"], "iou": s["iou" + t],
             "position_bias_rate": s["position_bias_rate" + t], "range_bias_rate": s["range_bias_rate" + t]}
     if "test" in bundle.evals and "test_swapped" in bundle.evals:
-        splits = {}
-        for name in ("test", "test_swapped"):
-            if name == split:
-                splits[name] = (res["scores"], res["targets"])
-            else:
-                splits[name] = predict(model, bundle.evals[name], bundle, num_samples, batch_size, device)
+        splits = _split_scores(model, bundle, ("test", "test_swapped"), split, res, num_samples,
+                               batch_size, device)
         cols["swapped_gap"] = contextual_bias(splits, bundle.multilabel, num_pairs=0)["swapped_gap"]
     return cols
 
@@ -433,9 +437,8 @@ def run_analysis(checkpoint, out_dir=None, data_overrides=None, options: Analysi
         "feature_map": list(res["feat_hw"]), "eps": o.eps, "definitions": DEFINITIONS,
         "bias": {m: summarize(s, res["correct"], o.thresholds) for m, s in res["stats"].items()},
     }
-    splits = {name: (res["scores"], res["targets"]) if name == split else
-              predict(model, d, bundle, o.num_samples, max(o.batch_size, 256), device, cfg.data.workers)
-              for name, d in bundle.evals.items()}
+    splits = _split_scores(model, bundle, bundle.evals, split, res, o.num_samples,
+                           max(o.batch_size, 256), device, cfg.data.workers)
     report["context"] = contextual_bias(splits, bundle.multilabel)  # over every eval split
     report["family"], fig_paths = _family_report(res, bundle, pixels, fig_dir)
     fig_paths += _map_figures(res["figure"], report["bias"], o.bias, fig_dir)

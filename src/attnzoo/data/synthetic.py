@@ -280,7 +280,7 @@ def generate_single(n: int, img_size: int, split: str, seed: int = 0, context_bi
     cy = r + obj["pos"][:, 1] * (S - 2 * r)
     obj["r"] = r
     images = torch.empty(n, 3, S, S, dtype=torch.uint8)
-    boxes = torch.zeros(n, 1, 4)
+    boxes = torch.zeros(n, 4)
     for start in range(0, n, _CHUNK):
         sl = slice(start, min(n, start + _CHUNK))
         pb = {k: v[sl] for k, v in bg.items()}
@@ -288,10 +288,10 @@ def generate_single(n: int, img_size: int, split: str, seed: int = 0, context_bi
         bg_mean = (pb["c1"] + pb["c2"]) / 2
         po = {k: v[sl] for k, v in obj.items()}
         active = torch.ones(img.shape[0], dtype=torch.bool)
-        boxes[sl, 0] = _draw_objects(img, labels[sl], cx[sl], cy[sl], po, bg_mean, active)
+        boxes[sl] = _draw_objects(img, labels[sl], cx[sl], cy[sl], po, bg_mean, active)
         images[sl] = _finish(img, g)
     ones = torch.ones(n, dtype=torch.long)
-    return InMemoryDataset(images, labels, Ragged.from_padded(boxes, ones), ctx, name=f"synthetic/{split}",
+    return InMemoryDataset(images, labels, Ragged(boxes, ones), ctx, name=f"synthetic/{split}",
                            box_labels=Ragged(labels, ones))
 
 

@@ -27,9 +27,10 @@ def checkpoint_to_resume(run_dir: Path, resume: str | None) -> Path | None:
         checkpoint = None
     elif resume == "auto":
         checkpoint = last if last.is_file() else None
-        if checkpoint is None and finished_results(run_dir):
+        finished = finished_results(run_dir) if checkpoint is None else []
+        if finished:
             raise UserError(f"run folder {run_dir} holds a finished run's results "
-                            f"({', '.join(finished_results(run_dir))}) but no {LAST} to continue "
+                            f"({', '.join(finished)}) but no {LAST} to continue "
                             "from; choose another --name or --out-dir")
     else:
         checkpoint = Path(resume)

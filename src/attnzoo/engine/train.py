@@ -29,7 +29,7 @@ from .distributed import DistInfo, broadcast_flag, cleanup, init_distributed
 from .evaluate import autocast, evaluate
 from .losses import build_loss
 from .optim import build_optimizer, build_scheduler
-from .rundir import checkpoint_to_resume, prepare_run_dir
+from .rundir import LAST, checkpoint_to_resume, prepare_run_dir
 from .runlog import RunLog, format_table
 
 
@@ -106,7 +106,7 @@ def train(cfg: Config, resume: str | None = None, quiet: bool = False) -> dict:
     try:
         return _train(cfg, resume, quiet, dist)
     except TrainingDiverged as e:
-        last_path = cfg.run_dir / "checkpoints" / "last.pt"
+        last_path = cfg.run_dir / LAST
         kept = (f"{last_path} still holds the last good state" if last_path.exists()
                 else "no checkpoint had been written yet")
         raise TrainingDiverged(f"{e}; stopped without saving, {kept} (lower optim.lr, enable "
@@ -122,7 +122,7 @@ def _train(cfg: Config, resume, quiet: bool, dist: DistInfo) -> dict:
         torch.cuda.set_device(device)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     run_dir = cfg.run_dir
-    last_path = run_dir / "checkpoints" / "last.pt"
+    last_path = run_dir / LAST
     check_model_name(cfg.model.name)  # before the run folder and the data: fail fast
     resume_from = checkpoint_to_resume(run_dir, resume)
     if dist.enabled:
@@ -135,6 +135,7 @@ def _train(cfg: Config, resume, quiet: bool, dist: DistInfo) -> dict:
         bundle = build_data(cfg.data, train=True)
     cfg = copy.deepcopy(cfg)
     cfg.model.kwargs.setdefault("num_classes", bundle.num_classes)
+    config = config_to_dict(cfg)  # cfg is final from here on; saved with every checkpoint
     with out_of_memory_hint(cfg.data.batch_size, bundle.img_size):
         model = build_model(cfg, bundle.num_classes)
         if cfg.train.freeze_bn:
@@ -178,7 +179,7 @@ def _train(cfg: Config, resume, quiet: bool, dist: DistInfo) -> dict:
 
     state = TrainState()
     if saved is not None:
-        ckpt.check_resumable(saved, resume_from, config_to_dict(cfg), model, optimizer)
+        ckpt.check_resumable(saved, resume_from, config, model, optimizer)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -225,12 +226,12 @@ def _train(cfg: Config, resume, quiet: bool, dist: DistInfo) -> dict:
                     if state.record_eval(_first(metrics)[metric], epoch + 1, {**metrics, "source": source}):
                         if dist.is_main:
                             ckpt.save_weights(run_dir / "checkpoints" / "best.safetensors", weights,
-                                              config_to_dict(cfg))
+                                              config)
                     else:
                         stop = bool(cfg.train.early_stop) and state.bad_evals >= cfg.train.early_stop
                 log.epoch(row)
                 if dist.is_main:
-                    save_checkpoint(last_path, model, optimizer, scheduler, scaler, ema, state, cfg)
+                    save_checkpoint(last_path, model, optimizer, scheduler, scaler, ema, state, config)
                 if not quiet and dist.is_main and not sys.stderr.isatty():
                     shown = {k: round(v, 2) for k, v in _first(row.get("eval", {"": {}})).items()}
                     print(f"epoch {epoch + 1}/{epochs} loss {loss:.4f} {shown}", flush=True)
@@ -289,7 +290,7 @@ def evaluate_splits(model, loaders: dict, device, cfg: Config, multilabel: bool)
 
 
 def save_checkpoint(path: Path, model, optimizer, scheduler, scaler, ema, state: TrainState,
-                    cfg: Config) -> None:
+                    config: dict) -> None:
     """Everything needed to continue the run exactly, as checkpoints/last.pt."""
     ckpt.save_training_state(path, {
         "model": ckpt.unwrap(model).state_dict(),
@@ -299,7 +300,7 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, scaler, ema, state:
         "ema": ema.module.state_dict() if ema is not None else None,
         "progress": asdict(state),
         "rng": ckpt.rng_state(),
-        "config": config_to_dict(cfg),
+        "config": config,
     })
 
 

@@ -38,23 +38,13 @@ import math
 
 import torch
 import torch.nn.functional as F
-from timm.layers import register_notrace_function
 from torch import nn
 
 from ..errors import UserError
-from ._checks import check_channels
+from ._checks import check_channels, check_input
 
 LOGIT_NORMS = ("per_head", "last_head")
 TOKEN_LAYOUTS = ("head", "interleaved")
-
-
-@register_notrace_function  # a data-dependent check: a leaf when FX traces the head
-def check_feature_map(x: torch.Tensor, in_features: int) -> torch.Tensor:
-    """x, unless it is not a feature map (N, in_features, H, W) (UserError). Returning x keeps the
-    check in traced graphs, whose dead-code elimination drops calls whose result is unused."""
-    if x.ndim != 4 or x.shape[1] != in_features:
-        raise UserError(f"IDA head expects a feature map (N, {in_features}, H, W), got {list(x.shape)}")
-    return x
 
 
 class HeadAttentionLayer(nn.Module):
@@ -162,7 +152,7 @@ class InterventionalClassifier(nn.Module):
 
     def _pool(self, x: torch.Tensor):
         """Class features (N, heads, C, d) and spatial attention (N, heads, C, HW)."""
-        x = check_feature_map(x, self.in_features)
+        x = check_input("IDA head", x, self.in_features)
         n = x.shape[0]
         xh = x.reshape(n, self.num_heads, self.head_dim, -1)  # (N, h, d, HW): channel groups
         norms = torch.linalg.vector_norm(self.weight, dim=2)  # (h, C)

@@ -146,7 +146,7 @@ class LESA(nn.Module):
         super().__init__()
         out_planes = in_planes if out_planes is None else out_planes
         check_channels("LESA", in_planes=in_planes, out_planes=out_planes, groups=groups)
-        if groups < 1 or in_planes % groups or out_planes % (2 * groups):
+        if in_planes % groups or out_planes % (2 * groups):
             raise UserError(f"LESA: channels in={in_planes}, out={out_planes} do not fit groups={groups}; "
                             f"in_planes must be divisible by groups and out_planes by 2*groups={2 * groups}")
         check_options(pe_type, impl)

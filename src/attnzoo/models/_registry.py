@@ -48,9 +48,13 @@ def same_keys(state: dict, model) -> dict:
     return state
 
 
-def build(cls, variant: str, pretrained: bool, filter_fn=same_keys, feature_cfg=None, **kwargs):
-    """`cls(**kwargs)` built by timm's `build_model_with_cfg`; `features_only=True` wraps it in
-    timm's `FeatureGetterNet` (the network's `forward_intermediates`)."""
+def build(cls, variant: str, pretrained: bool, kwargs: dict | None = None, *, filter_fn=same_keys,
+          feature_cfg=None, **defaults):
+    """`cls(**defaults, **kwargs)` (the entrypoint's `kwargs` win) built by timm's
+    `build_model_with_cfg`; `features_only=True` wraps it in timm's `FeatureGetterNet` (the
+    network's `forward_intermediates`); a `feature_cfg` among the kwargs replaces the given one."""
+    kwargs = {**defaults, **(kwargs or {})}
+    feature_cfg = kwargs.pop("feature_cfg", feature_cfg)
     return build_model_with_cfg(cls, variant, pretrained, pretrained_filter_fn=filter_fn,
                                 feature_cfg=dict(feature_cls="getter", **(feature_cfg or {})), **kwargs)
 

@@ -238,7 +238,7 @@ class IDANet(AttnzooNet):
 # ------------------------------------------------------------------------------------ entrypoints
 
 def _create(name: str, pretrained, kwargs: dict, **defaults) -> IDANet:
-    return build(IDANet, name, pretrained, filter_fn=ida_weights, **{**defaults, **kwargs})
+    return build(IDANet, name, pretrained, kwargs, filter_fn=ida_weights, **defaults)
 
 
 @register

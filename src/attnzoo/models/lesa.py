@@ -192,7 +192,7 @@ def _lesa(name: str, pretrained, kwargs: dict, **defaults) -> LESAResNet:
         h, w = _pair(kwargs["img_size"])
         size = dict(input_size=(kwargs.get("in_chans", 3), h, w), pool_size=(h // 16, w // 16))
         kwargs["pretrained_cfg_overlay"] = size | (kwargs.get("pretrained_cfg_overlay") or {})
-    return build(LESAResNet, name, pretrained, **kwargs)
+    return build(LESAResNet, name, pretrained, kwargs)
 
 
 @register

@@ -110,8 +110,7 @@ class CifarResNet(AttnzooNet):
 
 def build_cifar_resnet(variant: str, pretrained: bool, kwargs: dict, **defaults) -> CifarResNet:
     """`CifarResNet(**defaults, **kwargs)` through timm's builder, with four feature levels."""
-    return build(CifarResNet, variant, pretrained, feature_cfg=dict(out_indices=(0, 1, 2, 3)),
-                 **{**defaults, **kwargs})
+    return build(CifarResNet, variant, pretrained, kwargs, feature_cfg=dict(out_indices=(0, 1, 2, 3)), **defaults)
 
 
 @register

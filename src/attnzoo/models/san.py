@@ -98,8 +98,7 @@ class SAN(AttnzooNet):
 
 
 def _san(name: str, depth: int, sa_type: str, pretrained, kwargs):
-    return build(SAN, name, pretrained, **{
-        **dict(sa_type=sa_type, layers=SAN_LAYERS[depth], kernels=SAN_KERNELS), **kwargs})
+    return build(SAN, name, pretrained, kwargs, sa_type=sa_type, layers=SAN_LAYERS[depth], kernels=SAN_KERNELS)
 
 
 @register

@@ -106,14 +106,14 @@ def _attn_kwargs(kwargs, attn, **seed):
 
 def _senet(depth, pretrained, kwargs):
     attn_kwargs = _attn_kwargs(kwargs, "se", rounding="floor")
-    return build(AttnResNet, f"senet_resnet{depth}", pretrained, **{
-        **dict(depth=depth, attn="se", attn_kwargs=attn_kwargs, attn_stages=(1, 2, 3, 4)), **kwargs})
+    return build(AttnResNet, f"senet_resnet{depth}", pretrained, kwargs, depth=depth, attn="se",
+                 attn_kwargs=attn_kwargs, attn_stages=(1, 2, 3, 4))
 
 
 def _lsas(depth, pretrained, kwargs):
     attn_kwargs = _attn_kwargs(kwargs, "lsas_se", rounding="floor", order=kwargs.pop("order", 1))
-    return build(AttnResNet, f"lsas_senet_resnet{depth}", pretrained, **{
-        **dict(depth=depth, attn="lsas_se", attn_kwargs=attn_kwargs, attn_stages=(3, 4)), **kwargs})
+    return build(AttnResNet, f"lsas_senet_resnet{depth}", pretrained, kwargs, depth=depth, attn="lsas_se",
+                 attn_kwargs=attn_kwargs, attn_stages=(3, 4))
 
 
 @register

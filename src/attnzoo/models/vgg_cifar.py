@@ -129,13 +129,13 @@ def _attn_model(name, attn, pretrained, kwargs, **seed):
     opts = {k: kwargs.pop(k) for k in (*seed, "ratio") if k in kwargs}
     user = kwargs.pop("attn_kwargs", None) or {}
     attn_kwargs = {**seed, **opts, **user} if kwargs.get("attn", attn) == attn else user
-    return build(VggCifar, name, pretrained, **{**dict(attn=attn, attn_kwargs=attn_kwargs), **kwargs})
+    return build(VggCifar, name, pretrained, kwargs, attn=attn, attn_kwargs=attn_kwargs)
 
 
 @register
 def vgg16_cifar(pretrained=False, **kwargs):
     """The SB seed's VGG-16 baseline (no attention): 7.77M params at 10 classes."""
-    return build(VggCifar, "vgg16_cifar", pretrained, **kwargs)
+    return build(VggCifar, "vgg16_cifar", pretrained, kwargs)
 
 
 @register

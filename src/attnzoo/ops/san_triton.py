@@ -43,6 +43,18 @@ def _agg_fwd(xp_ptr, w_ptr, out_ptr, C, Cw, Hp, Wp, Wo, L, K, KW, SH, SW, DH, DW
 
 
 @triton.jit
+def _tap_source(hp, wp, m, t, Ho, Wo, KW, SH, SW, DH, DW):
+    """For padded-input positions (hp, wp) and tap t: the output position that reads them through
+    that tap (flat index ho * Wo + wo) and whether there is one (ok), for the gather backwards."""
+    hs = hp - (t // KW) * DH
+    ws = wp - (t % KW) * DW
+    ho = hs // SH
+    wo = ws // SW
+    ok = m & (hs >= 0) & (ws >= 0) & (ho * SH == hs) & (wo * SW == ws) & (ho < Ho) & (wo < Wo)
+    return ho * Wo + wo, ok
+
+
+@triton.jit
 def _agg_bwd_x(go_ptr, w_ptr, gxp_ptr, C, Cw, Hp, Wp, Ho, Wo, L, K, KW, SH, SW, DH, DW,
                ACC: tl.constexpr, BLOCK: tl.constexpr):
     nc = tl.program_id(0).to(tl.int64)
@@ -55,12 +67,7 @@ def _agg_bwd_x(go_ptr, w_ptr, gxp_ptr, C, Cw, Hp, Wp, Ho, Wo, L, K, KW, SH, SW, 
     w_base = w_ptr + (n * Cw + cw) * K * L
     acc = tl.zeros([BLOCK], dtype=ACC)
     for t in range(0, K):
-        hs = hp - (t // KW) * DH
-        ws = wp - (t % KW) * DW
-        ho = hs // SH
-        wo = ws // SW
-        ok = m & (hs >= 0) & (ws >= 0) & (ho * SH == hs) & (wo * SW == ws) & (ho < Ho) & (wo < Wo)
-        pos = ho * Wo + wo
+        pos, ok = _tap_source(hp, wp, m, t, Ho, Wo, KW, SH, SW, DH, DW)
         g = tl.load(go_ptr + nc * L + pos, mask=ok, other=0.0)
         wv = tl.load(w_base + t * L + pos, mask=ok, other=0.0)
         acc += g.to(ACC) * wv.to(ACC)
@@ -125,12 +132,8 @@ def _sub2_bwd_x2(go_ptr, gxp_ptr, Hp, Wp, Ho, Wo, L, K, KW, SH, SW, DH, DW, ACC:
     wp = offs % Wp
     acc = tl.zeros([BLOCK], dtype=ACC)
     for t in range(0, K):
-        hs = hp - (t // KW) * DH
-        ws = wp - (t % KW) * DW
-        ho = hs // SH
-        wo = ws // SW
-        ok = m & (hs >= 0) & (ws >= 0) & (ho * SH == hs) & (wo * SW == ws) & (ho < Ho) & (wo < Wo)
-        acc -= tl.load(go_ptr + (nc * K + t) * L + ho * Wo + wo, mask=ok, other=0.0).to(ACC)
+        pos, ok = _tap_source(hp, wp, m, t, Ho, Wo, KW, SH, SW, DH, DW)
+        acc -= tl.load(go_ptr + (nc * K + t) * L + pos, mask=ok, other=0.0).to(ACC)
     tl.store(gxp_ptr + nc * Hp * Wp + offs, acc.to(gxp_ptr.dtype.element_ty), mask=m)
 
 
