@@ -38,7 +38,8 @@ def evaluate(model, loader, device, multilabel: bool, amp: str = "none",
             targets.append(target.float())
             continue
         c = logits.shape[1]
-        accuracy = accuracy or {f"top{k}": MulticlassAccuracy(c, top_k=min(k, c), average="micro", validate_args=False).to(device)
+        accuracy = accuracy or {f"top{k}": MulticlassAccuracy(c, top_k=min(k, c), average="micro",
+                                                              validate_args=False).to(device)
                                 for k in (1, 5)}
         for metric in accuracy.values():
             metric.update(logits, target)
