@@ -174,16 +174,17 @@ def test_blocks_inserted_by_add_attention_are_found():
     x = torch.randn(2, 3, 32, 32)
     with AttentionRecorder(net) as rec, torch.no_grad():
         net(x)
-    assert sorted(rec.records) == sorted(report.modules) == ["layer3.0.attn", "layer3.1.attn",
-                                                             "layer4.0.attn", "layer4.1.attn"]
+    assert sorted(rec.records) == sorted(report.modules) == ["layer3.0.bn2.attn", "layer3.1.bn2.attn",
+                                                             "layer4.0.bn2.attn", "layer4.1.bn2.attn"]
     gates = {n: r["tensors"][0] for n, r in rec.records.items()}
     summary = summarize_gates(gates, torch.tensor([0, 1]), 3)
     assert list(summary["stages"]) == ["layer3", "layer4"] and summary["stages"]["layer4"]["modules"] == 2
     inp = {}
-    net.layer4[1].attn.register_forward_pre_hook(lambda m, a: inp.setdefault("x", a[0]))
+    block = net.layer4[1].bn2.attn
+    block.register_forward_pre_hook(lambda m, a: inp.setdefault("x", a[0]))
     with torch.no_grad():
         net(x)
-        assert torch.allclose(net.layer4[1].attn(inp["x"]), inp["x"] * gates["layer4.1.attn"][:, :, None, None])
+        assert torch.allclose(block(inp["x"]), inp["x"] * gates["layer4.1.bn2.attn"][:, :, None, None])
 
 
 @pytest.mark.parametrize("pixel", [(4, 0), (0, -1), ("a", 1)])

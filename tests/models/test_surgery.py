@@ -20,24 +20,26 @@ def _tv_bottleneck():
                                             num_classes=4)
 
 
-# host name -> (builder, blocks per stage, path of the last norm before the addition or None)
+# host name -> (builder, blocks per stage, the block's path within a residual block, the path of
+# the last norm before the addition within a residual block after the insertion, or None)
 HOSTS = {
     "tv_resnet18": (lambda: torchvision.models.resnet18(num_classes=4),
-                    {"layer1": 2, "layer2": 2, "layer3": 2, "layer4": 2}, "bn2"),
-    "tv_bottleneck": (_tv_bottleneck, {"layer1": 1, "layer2": 1, "layer3": 1, "layer4": 1}, "bn3"),
+                    {"layer1": 2, "layer2": 2, "layer3": 2, "layer4": 2}, "bn2.attn", "bn2.host"),
+    "tv_bottleneck": (_tv_bottleneck, {"layer1": 1, "layer2": 1, "layer3": 1, "layer4": 1}, "bn3.attn",
+                      "bn3.host"),
     "timm_resnet18": (lambda: timm.create_model("resnet18", num_classes=4),
-                      {"layer1": 2, "layer2": 2, "layer3": 2, "layer4": 2}, "bn2"),
+                      {"layer1": 2, "layer2": 2, "layer3": 2, "layer4": 2}, "se", "bn2"),
     "timm_bottleneck": (lambda: TimmResNet(TimmBottleneck, [1, 1, 1, 1], num_classes=4),
-                        {"layer1": 1, "layer2": 1, "layer3": 1, "layer4": 1}, "bn3"),
+                        {"layer1": 1, "layer2": 1, "layer3": 1, "layer4": 1}, "se", "bn3"),
     "regnetx_002": (lambda: timm.create_model("regnetx_002", num_classes=4),
-                    {"s1": 1, "s2": 1, "s3": 4, "s4": 7}, "conv3.bn"),
+                    {"s1": 1, "s2": 1, "s3": 4, "s4": 7}, "conv3.attn", "conv3.host.bn"),
     "convnext_atto": (lambda: timm.create_model("convnext_atto", num_classes=4),
-                      {"stages.0": 2, "stages.1": 2, "stages.2": 6, "stages.3": 2}, None),
+                      {"stages.0": 2, "stages.1": 2, "stages.2": 6, "stages.3": 2}, "drop_path.attn", None),
     "resnet20_cifar": (lambda: attnzoo.create_model("resnet20_cifar", num_classes=4),
-                       {"layer1": 3, "layer2": 3, "layer3": 3}, "bn2"),
+                       {"layer1": 3, "layer2": 3, "layer3": 3}, "attn", "bn2"),
     "resnet11_bottleneck_cifar": (lambda: attnzoo.create_model("resnet_cifar", depth=11, block="bottleneck",
                                                                num_classes=4),
-                                  {"layer1": 1, "layer2": 1, "layer3": 1}, "bn3"),
+                                  {"layer1": 1, "layer2": 1, "layer3": 1}, "attn", "bn3"),
 }
 
 
@@ -61,7 +63,7 @@ def _force_open(model, report):
 
 @pytest.mark.parametrize("host", list(HOSTS))
 def test_every_family_takes_the_block_at_the_papers_position(host):
-    _, per_stage, norm = HOSTS[host]
+    _, per_stage, attn, norm = HOSTS[host]
     model = _host(host)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
@@ -69,10 +71,11 @@ def test_every_family_takes_the_block_at_the_papers_position(host):
     model, report = add_attention(model, "se", reduction=4)
     assert report.stages == per_stage
     assert len(report.modules) == sum(per_stage.values()) and not report.replaced
+    assert all(p.endswith(f".{attn}") for p in report.modules)
     assert all(isinstance(model.get_submodule(p), SE) for p in report.modules)
     seen = {}
     if norm:  # the block sees the last norm's output
-        block_path = report.modules[-1].rsplit(".", 1)[0]
+        block_path = report.modules[-1].removesuffix(f".{attn}")
         model.get_submodule(f"{block_path}.{norm}").register_forward_hook(
             lambda m, i, out: seen.setdefault("norm", out))
         model.get_submodule(report.modules[-1]).register_forward_pre_hook(
@@ -98,12 +101,52 @@ def test_host_weights_load_strictly_and_the_new_keys_are_reported(host):
     new = load_host_weights(model, host_state, report)
     assert new == report.new_keys and new and all(".attn." in k or ".se." in k for k in new)
     state = model.state_dict()
-    assert set(state) == set(host_state) | set(new)
-    assert all(torch.equal(state[k], v) for k, v in host_state.items())
+    moved = {report.legacy.rename(k): k for k in host_state}  # a wrapped module's keys gain 'host.'
+    assert set(state) == set(moved) | set(new)
+    assert all(torch.equal(state[k], host_state[old]) for k, old in moved.items())
     bad = dict(host_state)
     bad.pop(next(iter(bad)))
     with pytest.raises(UserError, match="missing keys"):
         load_host_weights(model, bad, report)
+
+
+@pytest.mark.parametrize("host", ["tv_bottleneck", "regnetx_002", "convnext_atto"])
+def test_checkpoints_of_the_layout_before_composition_load_strictly(host):
+    """Before, the block sat in the residual block's own `attn` and the host module kept its keys."""
+    model, report = add_attention(_host(host), "se", stages=[2, 3])
+    twin, _ = add_attention(_host(host, seed=1), "se", stages=[2, 3])
+    wrapped = {p.removesuffix(".attn") for p in report.modules}
+    old = {}
+    for k, v in model.state_dict().items():
+        for w in wrapped:
+            block = w.rsplit(".", 1)[0]
+            k = k.replace(f"{w}.host.", f"{w}.").replace(f"{w}.attn.", f"{block}.attn.")
+        old[k] = v
+    assert old.keys() != model.state_dict().keys()
+    twin.load_state_dict(old)  # strict
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(twin(x), model(x))
+    twin.load_state_dict(model.state_dict())  # today's layout passes the key map unchanged
+
+
+@pytest.mark.parametrize("host", ["tv_resnet18", "timm_resnet18", "regnetx_002", "convnext_atto"])
+def test_scripts_and_traces_after_insertion(host):
+    import warnings
+
+    from timm.layers import create_feature_extractor, get_graph_node_names
+
+    position = "beside" if host == "timm_resnet18" else "end"
+    net, report = add_attention(_host(host), "lsas_se", order=2, position=position, stages=[1, 2])
+    nodes = get_graph_node_names(net)[1]
+    assert any(n.startswith(report.modules[0]) for n in nodes)  # the block is in the traced graph
+    traced = create_feature_extractor(net, {nodes[-1]: "out"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated
+        scripted = torch.jit.script(net)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(traced(x)["out"], net(x)) and torch.equal(scripted(x), net(x))
 
 
 def test_state_dict_round_trip_and_copies_keep_the_block():
@@ -114,9 +157,10 @@ def test_state_dict_round_trip_and_copies_keep_the_block():
     clone = copy.deepcopy(model)
     with torch.no_grad():
         assert torch.equal(twin(x), model(x)) and torch.equal(clone(x), model(x))
-    assert clone.layer4[0].attn is not model.layer4[0].attn
+    assert clone.layer4[0].bn2.attn is not model.layer4[0].bn2.attn
     _, again = add_attention(model, "se", stages=[4])  # a second block takes the first's place
-    assert again.replaced == ["layer4.0.attn", "layer4.1.attn"] and isinstance(model.layer4[0].attn, SE)
+    assert again.replaced == ["layer4.0.bn2.attn", "layer4.1.bn2.attn"]
+    assert isinstance(model.layer4[0].bn2.attn, SE) and isinstance(model.layer4[0].bn2.host, nn.BatchNorm2d)
 
 
 def test_beside_keeps_the_host_gate_and_gate_replaces_it():
@@ -124,8 +168,8 @@ def test_beside_keeps_the_host_gate_and_gate_replaces_it():
     host = timm.create_model("seresnet18", num_classes=4).eval()
     host_state = host.state_dict()
     model, report = add_attention(host, "lsas_se", position="beside")
-    assert not report.replaced and type(model.layer1[0].se).__name__ == "SEModule"
-    assert isinstance(model.layer1[0].attn, LSAS)
+    assert not report.replaced and type(model.layer1[0].se.host).__name__ == "SEModule"
+    assert isinstance(model.layer1[0].se.attn, LSAS)
     assert load_host_weights(model, host_state, report) == report.new_keys  # SE keys unchanged
     model(torch.randn(2, 3, 32, 32))
 
@@ -148,7 +192,7 @@ def test_beside_an_open_block_leaves_a_timm_se_resnet_unchanged(block):
     with torch.no_grad():
         reference = host(x)
     model, report = add_attention(host, "se", position="beside", stages=[1, 4])
-    assert report.modules == ["layer1.0.attn", "layer4.0.attn"]
+    assert report.modules == ["layer1.0.se.attn", "layer4.0.se.attn"]
     _force_open(model, report)
     with torch.no_grad():
         assert torch.equal(model(x), reference)

@@ -6,25 +6,28 @@ classes:
 
 | family | blocks | how the block gets its place |
 |---|---|---|
-| torchvision ResNet, ResNeXt, Wide-ResNet | BasicBlock, Bottleneck | subclass with an `attn` slot |
+| torchvision ResNet, ResNeXt, Wide-ResNet | BasicBlock, Bottleneck | `bn2`/`bn3` becomes `Followed(norm, block)` |
 | timm ResNet family (resnet*, resnext*, wide_resnet*, seresnet*, ecaresnet*, ...) | BasicBlock, Bottleneck | timm's own `se` slot |
-| timm RegNet (regnetx_*, regnety_*) | Bottleneck | subclass with an `attn` slot after conv3 |
-| timm ConvNeXt | ConvNeXtBlock | subclass with an `attn` slot before drop-path |
+| timm RegNet (regnetx_*, regnety_*) | Bottleneck | `conv3` (conv + norm) becomes `Followed(conv3, block)` |
+| timm ConvNeXt | ConvNeXtBlock | `drop_path` becomes `Preceded(drop_path, block)` |
 | attnzoo ResNets (resnet*_cifar, senet*, lsas_senet*) | BasicBlock, Bottleneck | attnzoo's own `attn` slot |
 
-A host without a slot there gets one by switching each block's class to a subclass defined here
-whose forward is the host's plus `self.attn` (the instance keeps its modules and weights; the
-class switch is the only way to add a step inside a forward without renaming the host's
-state-dict keys). Host weights therefore load as before: only the block's keys are new
-(`load_host_weights` loads a host state dict strictly apart from them).
+A host without a slot there gets one by composition: the module its forward calls at that place
+is replaced by a wrapper that runs it and the block (`Followed`: block after it; `Preceded`:
+block before it). The host's blocks keep their classes and their forward code, which stays
+timm's or torchvision's; nothing of it is copied here. The wrapped module's keys move under
+`host.` (`layer1.0.bn2.weight` -> `layer1.0.bn2.host.weight`) and the block's are under the
+wrapper (`layer1.0.bn2.attn.*`); `load_host_weights` maps a host state dict onto that, and a
+load-state-dict pre-hook (`LegacyKeys`) maps checkpoints of the earlier layout, where the block
+sat in `layer1.0.attn`, so they load strictly too.
 
 `position` says what happens to a gate the host already has:
 
 - "end" (default): the papers' position; a host gate at that very place (timm's `se` in
   SE/ECA-ResNets, attnzoo's `attn`) is replaced, one elsewhere (RegNetY's SE after the 3x3 conv)
   is kept;
-- "beside": the papers' position, keeping every host gate (the new block follows one at the same
-  place);
+- "beside": the papers' position, keeping every host gate (timm's `se` becomes
+  `Followed(se, block)`: the new block follows the host's gate);
 - "gate": in place of the host's own gate wherever its family puts it (RegNet: after the 3x3
   conv, an empty slot in RegNetX); families without a gate of their own refuse it.
 """
@@ -47,71 +50,60 @@ from ._registry import check_registered
 POSITIONS = ("end", "beside", "gate")
 
 
-# ------------------------------------------------------------------ blocks with an attention slot
+# ------------------------------------------------------------------------- the composition
 
-class TorchvisionBasicBlock(tv_resnet.BasicBlock):
-    """torchvision's BasicBlock with `attn` after bn2, before the addition."""
+class Followed(nn.Module):
+    """A host module followed by an inserted block, in the host module's slot: attn(host(x)).
 
-    forward = _resnet.BasicBlock.forward  # the same submodule names as attnzoo's block
+    The host block's own forward calls it where it called the host module, so the block runs
+    between that module and whatever the host does next (the residual addition, drop-path)."""
 
-
-class TorchvisionBottleneck(tv_resnet.Bottleneck):
-    """torchvision's Bottleneck with `attn` after bn3, before the addition."""
-
-    forward = _resnet.Bottleneck.forward  # the same submodule names as attnzoo's block
-
-
-class TimmBasicBlock(timm_resnet.BasicBlock):
-    """timm's ResNet BasicBlock with `attn` right after its `se` (position='beside')."""
+    def __init__(self, host: nn.Module, attn: nn.Module):
+        super().__init__()
+        self.host = host
+        self.attn = attn
 
     def forward(self, x):
-        shortcut = x if self.downsample is None else self.downsample(x)
-        x = self.aa(self.act1(self.drop_block(self.bn1(self.conv1(x)))))
-        x = self.bn2(self.conv2(x))
-        x = self.attn(x if self.se is None else self.se(x))
-        if self.drop_path is not None:
-            x = self.drop_path(x)
-        return self.act2(x + shortcut)
+        return self.attn(self.host(x))
 
 
-class TimmBottleneck(timm_resnet.Bottleneck):
-    """timm's ResNet Bottleneck with `attn` right after its `se` (position='beside')."""
+class Preceded(nn.Module):
+    """An inserted block, then the host module, in the host module's slot: host(attn(x))."""
 
-    def forward(self, x):
-        shortcut = x if self.downsample is None else self.downsample(x)
-        x = self.act1(self.bn1(self.conv1(x)))
-        x = self.aa(self.act2(self.drop_block(self.bn2(self.conv2(x)))))
-        x = self.bn3(self.conv3(x))
-        x = self.attn(x if self.se is None else self.se(x))
-        if self.drop_path is not None:
-            x = self.drop_path(x)
-        return self.act3(x + shortcut)
-
-
-class RegNetBottleneck(timm_regnet.Bottleneck):
-    """timm's RegNet Bottleneck with `attn` after conv3 (its norm), before the addition."""
+    def __init__(self, host: nn.Module, attn: nn.Module):
+        super().__init__()
+        self.attn = attn
+        self.host = host
 
     def forward(self, x):
-        shortcut = x
-        x = self.attn(self.conv3(self.se(self.conv2(self.conv1(x)))))
-        if self.downsample is not None:  # timm: None means a block without a shortcut
-            x = self.drop_path(x) + self.downsample(shortcut)
-        return self.act3(x)
+        return self.host(self.attn(x))
 
 
-class ConvNeXtBlock(timm_convnext.ConvNeXtBlock):
-    """timm's ConvNeXtBlock with `attn` at the end of the branch, before drop-path and addition."""
+WRAPPERS = (Followed, Preceded)
 
-    def forward(self, x):
-        shortcut = x
-        x = self.conv_dw(x)
-        if self.use_conv_mlp:
-            x = self.mlp(self.norm(x))
-        else:  # channels-last norm and MLP
-            x = self.mlp(self.norm(x.permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
-        if self.gamma is not None:
-            x = x * self.gamma.reshape(1, -1, 1, 1)
-        return self.drop_path(self.attn(x)) + self.shortcut(shortcut)
+
+def _unwrapped(module: nn.Module) -> nn.Module:
+    return module.host if isinstance(module, WRAPPERS) else module
+
+
+class LegacyKeys(dict):
+    """A load-state-dict pre-hook mapping the key prefixes of checkpoints written before the
+    composition ({'layer1.0.bn2.': 'layer1.0.bn2.host.', 'layer1.0.attn.': 'layer1.0.bn2.attn.'})
+    to today's; keys already in today's layout pass unchanged. A class, so models still pickle."""
+
+    def rename(self, key: str, prefix: str = "") -> str:
+        if key.startswith(tuple(prefix + new for new in self.values())):
+            return key  # today's layout
+        for old, new in self.items():
+            if key.startswith(prefix + old):
+                return prefix + new + key[len(prefix + old):]
+        return key
+
+    def __call__(self, module, state_dict, prefix, *args):
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            renamed = self.rename(key, prefix)
+            if renamed != key:
+                state_dict[renamed] = state_dict.pop(key)
 
 
 # ------------------------------------------------------------------------------- host families
@@ -120,36 +112,39 @@ class ConvNeXtBlock(timm_convnext.ConvNeXtBlock):
 class Family:
     """How one family of residual blocks takes a block.
 
-    `end_slot`: the host's own attribute at the papers' position (None: the block class is
-    switched to `subclass[type]`, which reads `attn` there); `beside`: the subclasses that add
-    `attn` after that own slot; `gate_slot`: the attribute of the family's own gate elsewhere and
-    the function giving its channels.
+    `end_slot`: the host's own attribute at the papers' position, set in place; otherwise `wrap`
+    gives the attribute of the host module the block follows there (`Followed`), or precedes when
+    `before` (`Preceded`). `beside`: 'beside' wraps the host's own gate in `end_slot`.
+    `gate_slot`: the attribute of the family's own gate elsewhere and the function giving its
+    channels.
     """
     name: str
     blocks: tuple
     channels: Callable[[nn.Module], int]  # block -> channels at the papers' position
-    subclass: dict = field(default_factory=dict)
     end_slot: str | None = None
-    beside: dict = field(default_factory=dict)
+    wrap: Callable[[nn.Module], str] | None = None
+    before: bool = False
+    beside: bool = False
     gate_slot: tuple | None = None   # (attribute, block -> channels)
 
 
+def _last_norm(block) -> str:
+    return "bn3" if hasattr(block, "bn3") else "bn2"
+
+
 def _bn_channels(block):
-    return (block.bn3 if hasattr(block, "bn3") else block.bn2).num_features
+    return _unwrapped(getattr(block, _last_norm(block))).num_features
 
 
 FAMILIES = (
     Family("torchvision ResNet/ResNeXt/Wide-ResNet", (tv_resnet.BasicBlock, tv_resnet.Bottleneck),
-           _bn_channels, subclass={tv_resnet.BasicBlock: TorchvisionBasicBlock,
-                                   tv_resnet.Bottleneck: TorchvisionBottleneck}),
+           _bn_channels, wrap=_last_norm),
     Family("timm ResNet family", (timm_resnet.BasicBlock, timm_resnet.Bottleneck), _bn_channels,
-           end_slot="se", beside={timm_resnet.BasicBlock: TimmBasicBlock,
-                                  timm_resnet.Bottleneck: TimmBottleneck}),
-    Family("timm RegNet", (timm_regnet.Bottleneck,), lambda b: b.conv3.bn.num_features,
-           subclass={timm_regnet.Bottleneck: RegNetBottleneck},
-           gate_slot=("se", lambda b: b.conv2.bn.num_features)),
+           end_slot="se", beside=True),
+    Family("timm RegNet", (timm_regnet.Bottleneck,), lambda b: _unwrapped(b.conv3).bn.num_features,
+           wrap=lambda b: "conv3", gate_slot=("se", lambda b: b.conv2.bn.num_features)),
     Family("timm ConvNeXt", (timm_convnext.ConvNeXtBlock,), lambda b: b.conv_dw.out_channels,
-           subclass={timm_convnext.ConvNeXtBlock: ConvNeXtBlock}),
+           wrap=lambda b: "drop_path", before=True),
     Family("attnzoo ResNets", (_resnet.BasicBlock, _resnet.Bottleneck), _bn_channels,
            end_slot="attn"),
 )
@@ -172,8 +167,7 @@ def residual_blocks(model: nn.Module) -> tuple[Family, list[tuple[str, nn.Module
     """The family of `model` and its residual blocks (name, module) in order; UserError naming
     the supported families when it has none of theirs."""
     for family in FAMILIES:
-        found = [(n, m) for n, m in model.named_modules() if type(m) in family.blocks
-                 or type(m) in family.subclass.values() or type(m) in family.beside.values()]
+        found = [(n, m) for n, m in model.named_modules() if type(m) in family.blocks]
         if found:
             return family, found
     raise UserError(f"add_attention: {type(model).__name__} has no residual block of a supported "
@@ -196,7 +190,8 @@ def split_model_name(name) -> tuple[str, str | None]:
 @dataclass
 class Insertion:
     """Where `add_attention` put blocks: `stages` {stage name: count}, `modules` (their names),
-    `new_keys` (their state-dict keys) and `replaced` (the host gates they took the place of)."""
+    `new_keys` (their state-dict keys), `replaced` (the host gates they took the place of) and
+    `legacy` (the key map from the layout before the composition, see `LegacyKeys`)."""
     block: str
     family: str
     position: str
@@ -204,6 +199,7 @@ class Insertion:
     modules: list = field(default_factory=list)
     new_keys: list = field(default_factory=list)
     replaced: list = field(default_factory=list)
+    legacy: LegacyKeys = field(default_factory=LegacyKeys)
 
     def __str__(self) -> str:
         where = ", ".join(f"{s}: {n}" for s, n in self.stages.items())
@@ -214,13 +210,9 @@ def _block_label(name) -> str:
     return name if isinstance(name, str) else getattr(name, "__name__", "custom block")
 
 
-def _switch(block: nn.Module, subclass: type) -> None:
-    block.__class__ = subclass  # same instance, modules and weights: only the forward changes
-
-
-def _place(family: Family, block: nn.Module, make, position: str) -> tuple[str, bool]:
-    """Put a new block into `block`; (its attribute, whether a host gate was replaced)."""
-    base = next(c for c in family.blocks if isinstance(block, c))
+def _place(family: Family, block: nn.Module, make, position: str) -> tuple[str, bool, dict]:
+    """Put a new block into `block`: (its path in the block, whether a host gate or an earlier
+    block was replaced, {old key prefix: new} for checkpoints of the layout before composition)."""
     if position == "gate":
         if family.gate_slot is None and family.end_slot is None:
             raise UserError(f"add_attention: {family.name} blocks have no gate of their own; "
@@ -229,26 +221,24 @@ def _place(family: Family, block: nn.Module, make, position: str) -> tuple[str, 
             attr, channels = family.gate_slot
             old = getattr(block, attr)
             setattr(block, attr, make(channels(block)))
-            return attr, not isinstance(old, nn.Identity)
+            return attr, not isinstance(old, nn.Identity), {}
         position = "end"
     new = make(family.channels(block))
-    if family.end_slot is None:  # no own slot there: the subclass reads `attn`
-        replaced = isinstance(getattr(block, "attn", None), nn.Module)  # inserted before
-        _switch(block, family.subclass[base])
-        block.attn = new
-        return "attn", replaced
-    old = getattr(block, family.end_slot)
+    slot = family.wrap(block) if family.wrap is not None else family.end_slot
+    old = getattr(block, slot)
     empty = old is None or isinstance(old, nn.Identity)
-    if position == "beside" and not empty:
-        if base not in family.beside:
-            raise UserError(f"add_attention: {family.name} blocks hold one block at the papers' "
-                            "position; build the host without attention (attn=None) or use "
-                            "position='end' to replace its block")
-        _switch(block, family.beside[base])
-        block.attn = new
-        return "attn", False
-    setattr(block, family.end_slot, new)
-    return family.end_slot, not empty
+    if family.wrap is None and not (position == "beside" and not empty):
+        setattr(block, slot, new)  # the host's own slot
+        return slot, not empty, {}
+    if family.wrap is None and not family.beside:
+        raise UserError(f"add_attention: {family.name} blocks hold one block at the papers' "
+                        "position; build the host without attention (attn=None) or use "
+                        "position='end' to replace its block")
+    if isinstance(old, WRAPPERS):  # inserted before: the new block takes the earlier one's place
+        old.attn = new
+        return f"{slot}.attn", True, {}
+    setattr(block, slot, (Preceded if family.before else Followed)(old, new))
+    return f"{slot}.attn", False, {f"{slot}.": f"{slot}.host.", "attn.": f"{slot}.attn."}
 
 
 def add_attention(model: nn.Module, name, *, stages=None, position: str = "end", **kwargs):
@@ -283,13 +273,16 @@ def add_attention(model: nn.Module, name, *, stages=None, position: str = "end",
         stage = stage_of(block_name)
         if stage not in wanted:
             continue
-        attr, replaced = _place(family, block, make, position)
+        attr, replaced, legacy = _place(family, block, make, position)
         path = f"{block_name}.{attr}"
         report.stages[stage] = report.stages.get(stage, 0) + 1
         report.modules.append(path)
         if replaced:
             report.replaced.append(path)
-        report.new_keys += [f"{path}.{k}" for k in getattr(block, attr).state_dict()]
+        report.new_keys += [f"{path}.{k}" for k in block.get_submodule(attr).state_dict()]
+        report.legacy.update({f"{block_name}.{old}": f"{block_name}.{new}" for old, new in legacy.items()})
+    if report.legacy:  # checkpoints saved before the composition still load, strictly
+        model.register_load_state_dict_pre_hook(report.legacy)
     return model, report
 
 
@@ -303,6 +296,7 @@ def load_host_weights(model: nn.Module, state: dict, insertion: Insertion) -> li
     from ..weights import describe_mismatch, state_mismatch
 
     inside = tuple(f"{m}." for m in insertion.modules)
+    state = {insertion.legacy.rename(k): v for k, v in state.items()}  # host keys of wrapped modules
     host_state = {k: v for k, v in state.items() if not k.startswith(inside)}
     own = {k: v for k, v in model.state_dict().items() if not k.startswith(inside)}
     mismatch = state_mismatch(own, host_state)
