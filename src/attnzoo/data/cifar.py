@@ -20,11 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..constants import CIFAR_MEAN as MEAN, CIFAR_STD as STD
 from ..errors import UserError
 from .memory import InMemoryDataset
-
-MEAN = (0.4914, 0.4822, 0.4465)
-STD = (0.2023, 0.1994, 0.2010)
 
 CIFAR = {
     "cifar10": {"title": "CIFAR-10", "folder": "cifar-10-batches-py", "classes": 10,

@@ -29,13 +29,13 @@ import math
 
 import torch
 from timm.layers import register_notrace_function
-from timm.models import checkpoint_seq, generate_default_cfgs
+from timm.models import generate_default_cfgs
 from torch import nn
 
 from ..errors import UserError
 from ..layers.lesa import LESA, _pair
-from ._base import AttnzooNet
 from ._registry import build, cfg, register
+from ._resnet import ImageNetTrunk, make_stage
 
 default_cfgs = generate_default_cfgs({
     name: cfg("Locally Enhanced Self-Attention: Combining Self-Attention and Convolution as Local and "
@@ -98,7 +98,7 @@ def _conv_out(size: int, stride: int) -> int:
     return (size - 1) // stride + 1
 
 
-class LESAResNet(AttnzooNet):
+class LESAResNet(ImageNetTrunk):
     """ResNet with LESA blocks; see the module docstring.
 
     Args:
@@ -126,40 +126,23 @@ class LESAResNet(AttnzooNet):
                            df_group=(1, 1), with_cp=False) | dict(lesa_kwargs or {})
         self.img_size = _pair(img_size)
         self.base_width = 128 if wide else 64
-        self.inplanes = 64
-        self.conv1 = nn.Conv2d(in_chans, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self._init_stem(in_chans)
         size = tuple(_conv_out(_conv_out(s, 2), 2) for s in self.img_size)  # after stem and max pool
-        self.stage_sizes = []
-        for i, (planes, n, stride) in enumerate(zip((64, 128, 256, 512), layers, strides), start=1):
+        self.stage_sizes, inplanes = [], 64
+        for i, (planes, n, stride) in enumerate(zip((64, 128, 256, 512), layers, strides, strict=True), 1):
             lesa = lesa_kwargs if i in lesa_stages else None
-            stage, size = self._make_stage(planes, n, stride, lesa, i in first_conv_stages, size)
+            out_size = tuple(_conv_out(s, stride) for s in size)
+            # the first block sees the stage's input size (and keeps its conv in first_conv_stages)
+            first = dict(lesa=None if i in first_conv_stages else lesa, fmap_size=size)
+            stage, inplanes = make_stage(LESABottleneck, inplanes, planes, n, stride, first=first,
+                                         base_width=self.base_width, lesa=lesa, fmap_size=out_size)
             self.add_module(f"layer{i}", stage)
-            self.stage_sizes.append(size)
+            self.stage_sizes.append(size := out_size)
         reductions = [2] + [4 * math.prod(strides[:i + 1]) for i in range(4)]
         widths = [64] + [c * LESABottleneck.expansion for c in (64, 128, 256, 512)]
-        self.feature_info = [dict(num_chs=c, reduction=r, module=m) for c, r, m in
-                             zip(widths, reductions, ("relu", "layer1", "layer2", "layer3", "layer4"))]
-        self.stage_modules = [("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",)]
+        self._init_trunk_features(widths, reductions)
         self._init_head(widths[-1], num_classes, global_pool, drop_rate)
         self._init_weights()
-
-    def _make_stage(self, planes, blocks, stride, lesa, first_conv, size):
-        out_ch = planes * LESABottleneck.expansion
-        downsample = None
-        if stride != 1 or self.inplanes != out_ch:
-            downsample = nn.Sequential(nn.Conv2d(self.inplanes, out_ch, 1, stride, bias=False),
-                                       nn.BatchNorm2d(out_ch))
-        first_lesa = None if first_conv else lesa
-        layers = [LESABottleneck(self.inplanes, planes, stride, downsample, self.base_width, first_lesa,
-                                 fmap_size=size)]
-        out_size = tuple(_conv_out(s, stride) for s in size)
-        self.inplanes = out_ch
-        layers += [LESABottleneck(self.inplanes, planes, 1, None, self.base_width, lesa, fmap_size=out_size)
-                   for _ in range(1, blocks)]
-        return nn.Sequential(*layers), out_size
 
     def _init_weights(self):
         # As the official ResNet: He (fan_out) for Conv2d, BN2d to (1, 0); LESA's Conv1d and tables
@@ -172,17 +155,7 @@ class LESAResNet(AttnzooNet):
                 nn.init.constant_(m.bias, 0)
 
     def _stem(self, x):
-        return self.relu(self.bn1(self.conv1(check_input_size(x, self.img_size))))
-
-    def _stages(self):
-        return [self._stem, lambda x: self.layer1(self.maxpool(x)), self.layer2, self.layer3, self.layer4]
-
-    def forward_features(self, x):
-        """(N, in_chans, H, W) at the built size -> (N, 2048, H/16, W/16) with the default strides."""
-        x = self.maxpool(self._stem(x))
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint_seq([self.layer1, self.layer2, self.layer3, self.layer4], x, flatten=True)
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return super()._stem(check_input_size(x, self.img_size))
 
 
 def _lesa(name: str, pretrained, kwargs: dict, **defaults) -> LESAResNet:

@@ -16,7 +16,7 @@ import torch
 from timm.models import checkpoint_seq, generate_default_cfgs
 from torch import nn
 
-from ..data.cifar import MEAN as CIFAR_MEAN, STD as CIFAR_STD  # the LSAS seed's (run.py)
+from ..constants import CIFAR_MEAN, CIFAR_STD
 from ..errors import UserError
 from ..layers.factory import get_attn
 from ._base import AttnzooNet
@@ -74,7 +74,7 @@ class CifarResNet(AttnzooNet):
         stages, inplanes = [], 16
         for i, (planes, stride) in enumerate(((16, 1), (32, 2), (64, 2)), start=1):
             stage, inplanes = make_stage(block_cls, inplanes, planes, n, stride,
-                                         attn_layer if i in attn_stages else None)
+                                         attn_layer=attn_layer if i in attn_stages else None)
             stages.append(stage)
         self.layer1, self.layer2, self.layer3 = stages
         widths = [16] + [c * block_cls.expansion for c in (16, 32, 64)]

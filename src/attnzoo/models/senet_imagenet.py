@@ -18,15 +18,13 @@ Input (N, in_chans, H, W) -> logits (N, num_classes); any H, W >= 32 (pooling is
 Features (`features_only`, `forward_intermediates`): the stem and the four stages, at strides
 2, 4, 8, 16, 32, as timm's ResNet.
 """
-import torch
-from timm.models import checkpoint_seq, generate_default_cfgs
+from timm.models import generate_default_cfgs
 from torch import nn
 
 from ..errors import UserError
 from ..layers.factory import get_attn
-from ._base import AttnzooNet
 from ._registry import build, cfg, register
-from ._resnet import BasicBlock, Bottleneck, make_stage
+from ._resnet import BasicBlock, Bottleneck, ImageNetTrunk, make_stage
 from .senet_cifar import LSAS_PAPER, LSAS_REPO
 
 DEPTHS = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)),
@@ -38,7 +36,7 @@ default_cfgs = generate_default_cfgs({
     for kind in ("senet", "lsas_senet") for depth in DEPTHS})
 
 
-class AttnResNet(AttnzooNet):
+class AttnResNet(ImageNetTrunk):
     """ImageNet ResNet of depth 18/34/50/101/152 with an attention slot per block.
 
     Args:
@@ -58,20 +56,15 @@ class AttnResNet(AttnzooNet):
             raise UserError(f"attn_stages {list(attn_stages)}: stages are numbered 1, 2, 3, 4")
         block_cls, layers = DEPTHS[depth]
         attn_layer = get_attn(attn, **(attn_kwargs or {}))
-        self.conv1 = nn.Conv2d(in_chans, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self._init_stem(in_chans)
         stages, inplanes = [], 64
-        for i, (planes, n, stride) in enumerate(zip((64, 128, 256, 512), layers, (1, 2, 2, 2)), 1):
+        for i, (planes, n, stride) in enumerate(zip((64, 128, 256, 512), layers, (1, 2, 2, 2), strict=True), 1):
             stage, inplanes = make_stage(block_cls, inplanes, planes, n, stride,
-                                         attn_layer if i in attn_stages else None)
+                                         attn_layer=attn_layer if i in attn_stages else None)
             stages.append(stage)
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         widths = [64] + [c * block_cls.expansion for c in (64, 128, 256, 512)]
-        self.feature_info = [dict(num_chs=c, reduction=2 ** (i + 1), module=m) for i, (c, m) in
-                             enumerate(zip(widths, ("relu", "layer1", "layer2", "layer3", "layer4")))]
-        self.stage_modules = [("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",)]
+        self._init_trunk_features(widths, (2, 4, 8, 16, 32))
         self._init_head(widths[-1], num_classes, global_pool, drop_rate)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -83,19 +76,6 @@ class AttnResNet(AttnzooNet):
             for m in self.modules():
                 if isinstance(m, (BasicBlock, Bottleneck)):
                     nn.init.zeros_((m.bn3 if isinstance(m, Bottleneck) else m.bn2).weight)
-
-    def _stem(self, x):
-        return self.relu(self.bn1(self.conv1(x)))
-
-    def _stages(self):
-        return [self._stem, lambda x: self.layer1(self.maxpool(x)), self.layer2, self.layer3, self.layer4]
-
-    def forward_features(self, x):
-        """(N, in_chans, H, W) -> (N, num_features, H/32, W/32)."""
-        x = self.maxpool(self._stem(x))
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint_seq([self.layer1, self.layer2, self.layer3, self.layer4], x, flatten=True)
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
 def _attn_kwargs(kwargs, attn, **seed):
