@@ -1,7 +1,7 @@
 """The training loop: config -> model, data, optimizer, schedule -> epochs -> run folder.
 
 Read top to bottom: `train()` sets everything up and runs the epochs, `train_one_epoch()` is one
-pass over the data, `TrainState` what `last.pt` keeps of the loop's progress. See DESIGN.md for the
+pass over the data, `TrainState` what `last.pt` keeps of the loop's progress. See docs/design.md for the
 run folder this writes.
 """
 from __future__ import annotations

@@ -58,6 +58,7 @@ def no_autocast(t: torch.Tensor):
     return torch.autocast(t.device.type, enabled=False)
 
 
+# The closed forms below (statistics and backward over Gram matrices) are derived in docs/lesa_flat.md.
 # ----------------------------------------------------------------------- window sums and Grams
 
 def _prefix(x: torch.Tensor) -> torch.Tensor:
