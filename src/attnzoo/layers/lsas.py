@@ -8,7 +8,8 @@ multiplies the gate by k further per-channel gates built from a chain of affine 
 
 with per-channel w initialised to 0.5 and b to −0.5 (as in the seed's code). Order 0 is the
 plain gate. The seed applies it to SE only; applying it to ECA and to the channel gate of CBAM
-(both also σ of a logit, reused from timm) is attnzoo's generalisation, not the paper's.
+(both also σ of a logit; `attnzoo.layers.gates`, with timm's parameter names) is attnzoo's
+generalisation, not the paper's.
 
 The chain is not unrolled in Python: s_i = A_i·z + c_i with A_i = w1…wi and
 c_i = Σ_{j≤i} b_j·w(j+1)…wi, so all k logits come from one broadcast over a (k, N, C) tensor
@@ -23,28 +24,12 @@ from torch import nn
 
 from ..errors import UserError, choices_hint
 from ._checks import check_channels, check_input
+from .gates import CbamGate, EcaGate
 from .se import SE
 
 MAX_ORDER = 5
 
-
-def _se(channels, **kw):
-    return SE(channels, **kw)
-
-
-def _eca(channels, **kw):
-    from timm.layers.eca import EcaModule
-
-    return EcaModule(channels, **kw)
-
-
-def _cbam(channels, **kw):
-    from timm.layers.cbam import CbamModule
-
-    return CbamModule(channels, **kw)
-
-
-BASES = {"se": _se, "eca": _eca, "cbam": _cbam}
+BASES = {"se": SE, "eca": EcaGate, "cbam": CbamGate}  # each has logit(x) -> z (N, C, 1, 1)
 
 
 def check_order(order) -> int:
@@ -58,8 +43,8 @@ class LSAS(nn.Module):
 
     Args:
         channels: C of the input.
-        attn: the base attention: 'se' (the paper's), 'eca' or 'cbam' (timm's; on CBAM the
-            sub-attention acts on the channel gate, the spatial gate follows unchanged).
+        attn: the base attention: 'se' (the paper's), 'eca' or 'cbam' (`layers.gates`, as timm's;
+            on CBAM the sub-attention acts on the channel gate, the spatial gate follows unchanged).
         order: 0 (plain gate) to 5.
         w_init, b_init: initial per-channel w and b of the chain (0.5 and -0.5 in the seed).
         **attn_kwargs: options of the base attention (e.g. rd_ratio for SE and CBAM, kernel_size for
@@ -98,21 +83,7 @@ class LSAS(nn.Module):
     # -------------------------------------------------------------------- logits of the bases
     def logit(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> the base attention's channel logit z, (N, C, 1, 1)."""
-        # The base is told apart by its attributes, not by `self.kind`: TorchScript resolves
-        # hasattr on submodules when it compiles, so only the branch of this base is compiled.
-        n = x.shape[0]
-        if hasattr(self.base, "logit"):                      # SE
-            return self.base.logit(x)
-        if hasattr(self.base, "channel"):                    # CBAM: shared MLP on avg and max
-            ch = self.base.channel
-            avg = ch.fc2(ch.act(ch.fc1(x.mean((2, 3), keepdim=True))))    # (N, C, 1, 1)
-            peak = ch.fc2(ch.act(ch.fc1(x.amax((2, 3), keepdim=True))))   # (N, C, 1, 1)
-            return avg + peak
-        m = self.base                                        # ECA
-        y = m.conv(x.mean((2, 3)).view(n, 1, -1))            # (N, 1, C)
-        if m.conv2 is not None:
-            y = m.conv2(m.act(y))
-        return y.view(n, -1, 1, 1)                           # (N, C, 1, 1)
+        return self.base.logit(x)
 
     def sub_logits(self, z: torch.Tensor) -> torch.Tensor:
         """z (N, C) -> the chain s1..sk, (k, N, C), without a loop over the order."""
