@@ -10,7 +10,7 @@ from attnzoo.data import build_data
 from attnzoo.data.bundle import DataBundle
 from attnzoo.data.memory import InMemoryDataset
 from attnzoo.engine.checkpoint import save_weights
-from attnzoo.engine.config import config_from_dict, config_to_dict
+from attnzoo.engine.config import config_from_dict, config_to_dict, deep_merge
 from attnzoo.errors import UserError
 
 DATA = {"name": "synthetic", "options": {"num_train": 8, "num_test": 24}}
@@ -63,13 +63,18 @@ def test_multilabel_maps_per_present_class_and_exclusive_split(tmp_path):
     assert set(stages) == {"layer1", "layer2", "layer3"} and "class_selectivity" not in stages["layer1"]
 
 
+def _num_test(n):
+    """data_overrides: the checkpoint's config with `n` test images per split."""
+    return lambda cfg: config_from_dict(deep_merge(config_to_dict(cfg), {"data": {"options": {"num_test": n}}}))
+
+
 def test_overrides_and_bad_input(tmp_path):
     ckpt = _checkpoint(tmp_path, {"depth": 8, "num_classes": 10})
-    res = run_analysis(ckpt, out_dir=tmp_path / "o", data_overrides={"options": {"num_test": 6}},
+    res = run_analysis(ckpt, out_dir=tmp_path / "o", data_overrides=_num_test(6),
                        methods=("eigencam",), split="test_swapped", num_samples=4, num_figures=0)
     assert res["split"] == "test_swapped" and res["num_images"] == 4
     options = AnalysisOptions(methods=("eigencam",), split="test_swapped", num_samples=4, num_figures=0)
-    plain = run_analysis(ckpt, out_dir=tmp_path / "p", data_overrides={"options": {"num_test": 6}},
+    plain = run_analysis(ckpt, out_dir=tmp_path / "p", data_overrides=_num_test(6),
                          options=options, channels_last=False)  # keywords replace the options' fields
     a, b = res["bias"]["eigencam"]["all"], plain["bias"]["eigencam"]["all"]
     assert a["energy_in_box"] == pytest.approx(b["energy_in_box"], abs=1e-5) and a["iou"] == pytest.approx(b["iou"], abs=1e-4)
@@ -114,7 +119,7 @@ def test_ida_network_gets_its_own_class_attention_map(tmp_path):
 def test_files_are_read_by_the_training_loader_and_unreadable_ones_refused(tmp_path):
     from PIL import Image
 
-    from attnzoo.analysis.report import predict
+    from attnzoo.analysis.collect import predict
     from attnzoo.data.folder import ImageFolderDataset
     from attnzoo.data.transforms import image_transform
 

@@ -6,6 +6,7 @@ import math
 import pytest
 
 from attnzoo.commands import compare as cmp
+from attnzoo.commands import compare_render, compare_stats
 from attnzoo.engine.config import config_from_dict
 from attnzoo.errors import UserError
 
@@ -42,16 +43,16 @@ def _base(**extra):
 
 
 def test_mean_std_and_flat_metrics():
-    stat = cmp.mean_std([80.0, 82.0, 84.0])
+    stat = compare_stats.mean_std([80.0, 82.0, 84.0])
     assert stat["mean"] == 82.0 and math.isclose(stat["std"], 2.0) and stat["n"] == 3
-    assert cmp.mean_std([5.0]) == {"mean": 5.0, "std": 0.0, "n": 1, "values": [5.0]}
-    flat = cmp.flat_metrics(_summary(80, 60), bias={"energy_in_box": 0.4, "note": "x"})
+    assert compare_stats.mean_std([5.0]) == {"mean": 5.0, "std": 0.0, "n": 1, "values": [5.0]}
+    flat = compare_stats.flat_metrics(_summary(80, 60), bias={"energy_in_box": 0.4, "note": "x"})
     assert flat["best.test.top1"] == 80 and flat["best.test_swapped.top1"] == 60
     assert flat["final.test.top1"] == 79 and flat["bias.energy_in_box"] == 0.4
     assert "best.source" not in flat and "bias.note" not in flat and "seed" not in flat
     assert {"params", "macs", "train_img_per_s", "wall_time_s"} <= set(flat)
-    assert cmp.flat_metrics({"best": {"mAP": 71.0}})["best.mAP"] == 71.0  # flat (no split level)
-    assert cmp.primary_split(_summary(1, 1)) == "test"
+    assert compare_stats.flat_metrics({"best": {"mAP": 71.0}})["best.mAP"] == 71.0  # flat (no split level)
+    assert compare_stats.primary_split(_summary(1, 1)) == "test"
 
 
 def test_compare_reuses_summaries_and_writes_table_json_plot(tmp_path):
@@ -89,7 +90,7 @@ def test_compare_reuses_summaries_and_writes_table_json_plot(tmp_path):
 def test_table_without_paper_and_single_seed(tmp_path):
     _write_runs(tmp_path, {"resnet20_cifar": [_summary(80, 60)]})
     res = _compare(["resnet20_cifar"], [0], _base(), tmp_path, train_fn=_never_called)
-    md = cmp.format_comparison(res)
+    md = compare_render.format_comparison(res)
     assert "paper" not in md.split("\n| metric")[1]
     assert "| best test top1 | 80.00 |" in md  # one seed: no ± shown
 

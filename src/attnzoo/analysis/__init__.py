@@ -10,11 +10,14 @@ from .boxes import attach_imagenet_boxes, box_masks, dataset_boxes, read_imagene
 from .cam import CAM_METHODS, compute_cams, eigencam, gradcam, scorecam
 from .context import average_precision, contextual_bias, exclusive_cooccur, mean_ap
 from .family import AttentionRecorder, summarize_gates
-from .report import AnalysisOptions, analyze_split, bias_columns, render_report, run_analysis
+from .collect import AnalysisOptions, SplitResult, analyze_split
+from .columns import bias_columns
+from .render import render_report
+from .report import run_analysis
 
 __all__ = [
     "CAM_METHODS", "CATEGORIES", "DEFAULT_EPS", "DEFAULT_THRESHOLDS", "AnalysisOptions", "AttentionRecorder",
-    "analyze_split", "attach_imagenet_boxes", "average_precision", "bias_columns", "box_masks",
+    "SplitResult", "analyze_split", "attach_imagenet_boxes", "average_precision", "bias_columns", "box_masks",
     "compute_cams", "contextual_bias", "dataset_boxes", "eigencam", "exclusive_cooccur", "gradcam",
     "map_box_stats", "mean_ap", "read_imagenet_loc_csv",
     "render_report", "resize_crop_boxes", "run_analysis", "scorecam", "summarize", "summarize_gates",
