@@ -78,11 +78,11 @@ def test_overrides_and_bad_input(tmp_path):
                          options=options, channels_last=False)  # keywords replace the options' fields
     a, b = res["bias"]["eigencam"]["all"], plain["bias"]["eigencam"]["all"]
     assert a["energy_in_box"] == pytest.approx(b["energy_in_box"], abs=1e-5) and a["iou"] == pytest.approx(b["iou"], abs=1e-4)
-    with pytest.raises(UserError, match=r"pixel \(9, 0\) is outside the 8x8 feature map"):
+    with pytest.raises(UserError, match=r"\(9, 0\).*8x8"):
         run_analysis(ckpt, out_dir=tmp_path / "o", pixels=[(9, 0)])
     with pytest.raises(UserError, match="unknown split"):
         run_analysis(ckpt, out_dir=tmp_path / "o", split="val")
-    with pytest.raises(UserError, match="unknown attention-map method"):
+    with pytest.raises(UserError, match="gradcam\\+\\+.*gradcam"):
         run_analysis(ckpt, out_dir=tmp_path / "o", methods=("gradcam++",))
     with pytest.raises(TypeError, match="num_sample"):
         run_analysis(ckpt, out_dir=tmp_path / "o", num_sample=3)

@@ -86,7 +86,7 @@ def test_cifar_wrong_shape(tmp_path):
     write_cifar10(tmp_path)
     with open(tmp_path / "cifar-10-batches-py" / "test_batch", "wb") as f:
         pickle.dump({"data": np.zeros((2, 100), np.uint8), "labels": [0, 1]}, f)
-    with pytest.raises(UserError, match=r"test_batch is malformed \(expected 'data' uint8"):
+    with pytest.raises(UserError, match=r"test_batch.*'data' uint8"):
         build_data(DataConfig(name="cifar10", root=str(tmp_path)))
 
 
@@ -118,7 +118,7 @@ def test_stl10_round_trip(tmp_path):
 
 
 def test_stl10_missing_and_malformed(tmp_path):
-    with pytest.raises(UserError, match="STL-10 not found under .*train_X.bin"):
+    with pytest.raises(UserError, match="STL-10.*train_X.bin"):
         build_data(DataConfig(name="stl10", root=str(tmp_path)))
     write_stl10(tmp_path)
     (tmp_path / "stl10_binary" / "test_X.bin").write_bytes(b"\x00" * 1000)
@@ -128,5 +128,5 @@ def test_stl10_missing_and_malformed(tmp_path):
 
 def test_real_datasets_take_no_options(tmp_path):
     write_cifar10(tmp_path)
-    with pytest.raises(UserError, match="takes no options, got num_train"):
+    with pytest.raises(UserError, match="no options.*num_train"):
         build_data(DataConfig(name="cifar10", root=str(tmp_path), options={"num_train": 5}))

@@ -80,18 +80,17 @@ def test_coco_through_the_loader_with_cutout(coco_root):
 
 def test_coco_errors(coco_root, tmp_path):
     cfg = DataConfig(name="coco", root=str(coco_root))
-    with pytest.raises(UserError, match="give its folder with --data-dir"):
+    with pytest.raises(UserError, match="--data-dir"):
         build_coco(DataConfig(name="coco"))
-    with pytest.raises(UserError, match="not valid for dataset 'coco'; valid: year, randaugment"):
+    with pytest.raises(UserError, match="'coco'.*year, randaugment"):
         build_coco(DataConfig(name="coco", root=str(coco_root), options={"yaer": 2014}))
     (coco_root / "train2014" / "COCO_train2014_000000000002.jpg").unlink()
-    with pytest.raises(UserError, match="1 of the 3 images named in .*instances_train2014.json are missing "
-                                        r"from .*train2014 \(first: COCO_train2014_000000000002.jpg\)"):
+    with pytest.raises(UserError, match="1 of the 3.*instances_train2014.json.*COCO_train2014_000000000002.jpg"):
         build_coco(cfg)
     assert build_coco(cfg, train=False).train is None  # the val split alone is complete
     ann = coco_root / "annotations" / "instances_val2014.json"
     ann.write_text('{"images": [')
-    with pytest.raises(UserError, match="instances_val2014.json does not parse as JSON"):
+    with pytest.raises(UserError, match="instances_val2014.json.*JSON"):
         build_coco(cfg, train=False)
     ann.write_text(json.dumps({"images": [{"id": 1}], "annotations": [], "categories": [{"id": 1, "name": "a"}]}))
     with pytest.raises(UserError, match="not in COCO instances format"):
@@ -149,47 +148,46 @@ def test_voc_targets_difficult_and_boxes(voc_root):
 
 def test_voc_errors(voc_root):
     cfg = DataConfig(name="voc", root=str(voc_root))
-    with pytest.raises(UserError, match="data.options.difficult 'ignore' is not valid; valid: negative, positive"):
+    with pytest.raises(UserError, match="data.options.difficult.*'ignore'.*negative, positive"):
         build_voc(DataConfig(name="voc", root=str(voc_root), options={"difficult": "ignore"}))
     devkit = voc_root / "VOCdevkit" / "VOC2007"
     (devkit / "Annotations" / "000004.xml").write_text("<annotation><object>")
-    with pytest.raises(UserError, match="000004.xml does not parse as XML"):
+    with pytest.raises(UserError, match="000004.xml.*XML"):
         build_voc(cfg)
     (devkit / "Annotations" / "000004.xml").write_text(voc_xml([("tv", False, (1, 1, 2, 2))]))
-    with pytest.raises(UserError, match="unknown class 'tv'; valid: aeroplane"):
+    with pytest.raises(UserError, match="'tv'.*aeroplane"):
         build_voc(cfg)
     (devkit / "Annotations" / "000004.xml").write_text(voc_xml([]))
     (devkit / "JPEGImages" / "000001.jpg").unlink()
-    with pytest.raises(UserError, match="1 of the 2 images named in .*test.txt are missing"):
+    with pytest.raises(UserError, match="1 of the 2.*test.txt"):
         build_voc(cfg)
     (devkit / "ImageSets" / "Main" / "test.txt").unlink()
-    with pytest.raises(UserError, match="test.txt not found .*VOCtest"):
+    with pytest.raises(UserError, match="test.txt.*VOCtest"):
         build_voc(cfg)
 
 
 def test_degenerate_annotation_files_end_in_one_line(coco_root, voc_root):
     ann = coco_root / "annotations" / "instances_val2014.json"
     ann.write_text("[" * 200_000 + "]" * 200_000)  # too deep for Python's JSON reader
-    with pytest.raises(UserError, match=r"instances_val2014.json nests its JSON deeper than Python can read"):
+    with pytest.raises(UserError, match=r"instances_val2014.json.*deeper"):
         read_coco(ann)
     for field, value in (("width", "1e999"), ("height", "-1")):
         text = json.dumps({"images": [{"id": 3, "file_name": "a.jpg", "width": 16, "height": 12}],
                            "annotations": [], "categories": [{"id": 1, "name": "a"}]})
         ann.write_text(text.replace(f'"{field}": {16 if field == "width" else 12}', f'"{field}": {value}'))
-        with pytest.raises(UserError, match=rf"instances_val2014.json is not in COCO instances format \(image 3: "
-                                            rf"{field} {value.replace('1e999', 'inf')} is not a finite number"):
+        with pytest.raises(UserError, match=rf"instances_val2014.json.*image 3.*{field} {value.replace('1e999', 'inf')}.*finite"):
             read_coco(ann)
     ann.write_text(json.dumps({"images": [{"id": 3, "file_name": "a.jpg"}], "categories": [{"id": 1, "name": "a"}],
                                "annotations": [{"id": 5, "image_id": 3, "category_id": 1, "bbox": [0, 0, 1, 2]}]})
                    .replace("2]", "1e999]"))
-    with pytest.raises(UserError, match=r"annotation 5 has bbox \[0, 0, 1, inf\], not finite numbers"):
+    with pytest.raises(UserError, match=r"annotation 5.*\[0, 0, 1, inf\].*finite"):
         read_coco(ann)
     xml = voc_root / "VOCdevkit" / "VOC2007" / "Annotations" / "000004.xml"
     xml.write_text(voc_xml([], size=("1e999", 12)))
-    with pytest.raises(UserError, match=r"000004.xml is not in the VOC format \(width 1e999 is not a finite number"):
+    with pytest.raises(UserError, match=r"000004.xml.*width 1e999.*finite"):
         read_voc_xml(xml)
     xml.write_text(voc_xml([("dog", False, (1, 1, "1e999", 2))]))
-    with pytest.raises(UserError, match=r"000004.xml is not in the VOC format \(a dog bndbox is not finite"):
+    with pytest.raises(UserError, match=r"000004.xml.*dog bndbox.*finite"):
         read_voc_xml(xml)
 
 

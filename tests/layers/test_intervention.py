@@ -99,5 +99,5 @@ def test_bad_arguments():
     with pytest.raises(UserError, match="token_layout"):
         InterventionalClassifier(32, 5, token_layout="x")
     head = InterventionalClassifier(32, 5, num_heads=4)
-    with pytest.raises(UserError, match=r"expects a feature map \(N, 32, H, W\)"):
+    with pytest.raises(UserError, match=r"\(N, 32, H, W\)"):
         head(torch.randn(2, 16, 2, 2))

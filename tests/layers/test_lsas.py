@@ -86,12 +86,12 @@ def test_no_full_size_tensor_besides_the_output(base, order):
 
 @pytest.mark.parametrize("order", [-1, 6, 1.5, True])
 def test_order_outside_0_to_5_is_a_user_error(order):
-    with pytest.raises(UserError, match="LSAS order must be an integer from 0 to 5"):
+    with pytest.raises(UserError, match="LSAS order.*0 to 5"):
         LSAS(32, order=order)
 
 
 def test_unknown_base_and_non_sigmoid_gate_are_user_errors():
-    with pytest.raises(UserError, match="unknown base attention 'gc'"):
+    with pytest.raises(UserError, match="'gc'.*cbam"):
         LSAS(32, attn="gc")
-    with pytest.raises(UserError, match="needs a sigmoid gate"):
+    with pytest.raises(UserError, match="sigmoid.*tanh"):
         LSAS(32, attn="eca", gate_layer="tanh")

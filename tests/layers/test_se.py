@@ -25,9 +25,9 @@ def test_se_rounding_modes_and_explicit_width():
 
 
 def test_se_zero_hidden_channels_is_a_user_error():
-    with pytest.raises(UserError, match="rd_ratio 0.0625 leaves 0 hidden channels for 8 channels"):
+    with pytest.raises(UserError, match="rd_ratio 0.0625.*0 hidden.*8 channels"):
         SE(8)
-    with pytest.raises(UserError, match="unknown rounding 'ceil'; valid: round, floor"):
+    with pytest.raises(UserError, match="'ceil'.*round, floor"):
         SE(64, rounding="ceil")
 
 
@@ -36,14 +36,14 @@ def test_rd_ratio_and_rd_divisor():
     assert SE(100, rd_ratio=0.25, rd_divisor=8).fc1.out_features == 24   # round(25 / 8) * 8
     assert SE(100, rd_ratio=0.25, rd_divisor=8, rounding="floor").fc1.out_features == 24
     assert SE(120, rd_ratio=0.25, rd_divisor=8).fc1.out_features == 32   # round(3.75) * 8
-    with pytest.raises(UserError, match="rd_divisor must be an integer >= 1"):
+    with pytest.raises(UserError, match="rd_divisor.*>= 1"):
         SE(64, rd_divisor=0)
 
 
 @pytest.mark.parametrize("rounding", ["round", "floor"])
 def test_old_reduction_name_warns_and_keeps_the_width_of_c_over_reduction(rounding):
     for channels, reduction in ((64, 16), (56, 16), (40, 16), (48, 3), (49, 49), (30, 4)):
-        with pytest.warns(FutureWarning, match=f"reduction={reduction} is deprecated; use rd_ratio=1/{reduction}"):
+        with pytest.warns(FutureWarning, match=f"reduction={reduction}.*rd_ratio=1/{reduction}"):
             se = SE(channels, reduction=reduction, rounding=rounding)
         expected = round(channels / reduction) if rounding == "round" else channels // reduction
         assert se.fc1.out_features == expected   # exact even where channels * (1/reduction) is not

@@ -63,7 +63,7 @@ def test_other_placements_are_kwargs():
 
 def test_wrong_input_size_names_built_size():
     m = _tiny()
-    with pytest.raises(UserError, match="built for 32x32 inputs, got 64x64"):
+    with pytest.raises(UserError, match="32x32.*64x64"):
         m(torch.randn(1, 3, 64, 64))
 
 

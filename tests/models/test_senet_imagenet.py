@@ -46,7 +46,7 @@ def test_forward_interface_at_low_resolution():
 def test_other_blocks_and_errors():
     m = attnzoo.create_model("senet_resnet18", attn="eca", num_classes=3)
     assert type(m.layer2[0].attn).__name__ == "EcaModule"
-    with pytest.raises(UserError, match="depth 20 is not valid; valid: 18, 34, 50, 101, 152"):
+    with pytest.raises(UserError, match="depth 20.*18, 34, 50, 101, 152"):
         senet_imagenet.AttnResNet(depth=20)
-    with pytest.raises(UserError, match="stages are numbered 1, 2, 3, 4"):
+    with pytest.raises(UserError, match="1, 2, 3, 4"):
         senet_imagenet.AttnResNet(depth=18, attn="se", attn_stages=(5,))

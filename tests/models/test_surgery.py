@@ -227,14 +227,13 @@ def test_unknown_architecture_is_a_clear_error(model):
     if isinstance(model, str):
         with torch.device("meta"):
             model = attnzoo.create_model(model)
-    with pytest.raises(UserError, match="no residual block of a supported family; supported: "
-                                        "torchvision ResNet/ResNeXt/Wide-ResNet; timm ResNet family"):
+    with pytest.raises(UserError, match="supported.*torchvision ResNet.*timm ResNet family"):
         add_attention(model, "se")
 
 
 def test_bad_arguments():
     model = _host("resnet20_cifar")
-    with pytest.raises(UserError, match="stages \\[4\\]: .* stages 1 to 3 \\(layer1, layer2, layer3\\)"):
+    with pytest.raises(UserError, match="\\[4\\].*1 to 3.*layer1, layer2, layer3"):
         add_attention(model, "se", stages=[4])
     with pytest.raises(UserError, match="unknown position 'middle'"):
         add_attention(model, "se", position="middle")
@@ -245,5 +244,5 @@ def test_bad_arguments():
     with pytest.raises(UserError, match="attention block 'se'"):
         add_attention(model, "se", bogus=1)
     senet = attnzoo.create_model("senet_cifar", depth=11, block="bottleneck")
-    with pytest.raises(UserError, match="position='end' to replace"):
+    with pytest.raises(UserError, match="position='end'"):
         add_attention(senet, "sb", position="beside")
