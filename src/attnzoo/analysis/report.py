@@ -19,7 +19,15 @@ from ..engine.device import resolve_device
 from ..errors import UserError
 from .bias import summarize
 from .cam import features as cam_features
-from .collect import AnalysisOptions, SplitResult, analyze_split, batches, check_boxes, choose_split, split_scores
+from .collect import (
+    AnalysisOptions,
+    SplitResult,
+    analyze_split,
+    batches,
+    check_boxes,
+    choose_split,
+    split_scores,
+)
 from .context import contextual_bias
 from .family import AttentionRecorder, attention_at_pixels, check_pixels, class_mean_gates, summarize_gates
 from .render import family_figures, jsonable, map_figures, render_report

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..constants import CIFAR_MEAN as MEAN, CIFAR_STD as STD
+from ..constants import CIFAR_MEAN as MEAN
+from ..constants import CIFAR_STD as STD
 from ..errors import UserError
 from .memory import InMemoryDataset
 

@@ -23,7 +23,6 @@ from ._base import AttnzooNet
 from ._registry import build, cfg, register
 from ._resnet import BasicBlock, Bottleneck, make_stage
 
-
 BLOCKS = ("basic", "bottleneck")
 
 
