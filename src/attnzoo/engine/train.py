@@ -19,11 +19,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import check_model_name, create_model
+from .. import check_model_name
 from ..data import build_data, build_loader, skipped_images
 from ..errors import UserError, file_errors
 from . import checkpoint as ckpt
-from .config import Config, config_to_dict, insert_attention, save_config
+from ..models.configured import create_configured_model
+from .config import Config, config_to_dict, save_config
 from .device import out_of_memory_hint, resolve_device
 from .distributed import DistInfo, broadcast_flag, cleanup, init_distributed
 from .evaluate import autocast, evaluate
@@ -89,7 +90,7 @@ def build_model(cfg: Config, num_classes: int) -> nn.Module:
                             "weights: give a local timm/torchvision weight file")
         # one path for attnzoo's and timm's networks: timm's loader, a local file, no download
         kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(path)})
-    model = insert_attention(create_model(cfg.model.name, **kwargs), cfg.model)
+    model = create_configured_model(cfg.model, **kwargs)
     if cfg.model.checkpoint:
         state, _ = ckpt.read_weights(Path(cfg.model.checkpoint))
         ckpt.load_state_strict(model, state, f"model.checkpoint {cfg.model.checkpoint}")
