@@ -11,6 +11,8 @@ import argparse
 import importlib
 import os
 import sys
+import threading
+import warnings
 
 from .errors import UserError, describe_os_error
 
@@ -153,12 +155,54 @@ def _error(message) -> None:
     print("attnzoo: error: " + " ".join(str(message).split()), file=sys.stderr)
 
 
+class _HeldWarnings:
+    """Warnings shown as one line each (`attnzoo: warning: ...`) after `HOLD_S` seconds; a user
+    error in that time replaces them, so that a failure a warning foretold (a folder whose every
+    image is unreadable: the warning for the first, then the error) is one line, and a long
+    run still shows its warnings as they come."""
+
+    HOLD_S = 2.0
+
+    def __init__(self):
+        self.pending: list[str] = []
+        self.lock = threading.Lock()
+        self.timer = None
+
+    def show(self, message, category, filename, lineno, file=None, line=None) -> None:
+        with self.lock:
+            self.pending.append(f"attnzoo: warning: {' '.join(str(message).split())}")
+            if self.timer is None:
+                self.timer = threading.Timer(self.HOLD_S, self.flush)
+                self.timer.daemon = True
+                self.timer.start()
+
+    def flush(self, drop: bool = False) -> None:
+        with self.lock:
+            if self.timer is not None:
+                self.timer.cancel()
+            if not drop:
+                for text in self.pending:
+                    print(text, file=sys.stderr, flush=True)
+            self.pending, self.timer = [], None
+
+
 def main(argv=None) -> int:
     """Run one command; returns the exit status (see the module docstring)."""
+    held = _HeldWarnings()
+    with warnings.catch_warnings():
+        warnings.showwarning = held.show
+        try:
+            return _run(argv, held)
+        finally:
+            held.flush()
+
+
+def _run(argv, held: _HeldWarnings) -> int:
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except UserError as e:
+        held.flush(drop=True)
         _error(e)
         return 2
     except BrokenPipeError:  # the reader stopped early (`attnzoo models | head -2`): not an error
@@ -168,6 +212,7 @@ def main(argv=None) -> int:
     except OSError as e:  # a file the user named or a folder to write: unreadable, full, missing
         if e.filename is None:
             raise
+        held.flush(drop=True)
         _error(describe_os_error(e))
         return 2
     except KeyboardInterrupt:
