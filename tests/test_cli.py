@@ -250,8 +250,9 @@ def test_multilabel_data_gets_bce_by_default_and_says_so(capsys, tmp_path, tiny_
 
 def test_pretrained_file_and_inserted_block_are_named(capsys, tmp_path):
     """Item 7: the header names the inserted block and what a pretrained file gave."""
-    import attnzoo
     from safetensors.torch import save_file
+
+    import attnzoo
 
     host = tmp_path / "host.safetensors"
     save_file(attnzoo.create_model("resnet_cifar", depth=8, num_classes=10).state_dict(), str(host))
