@@ -303,5 +303,5 @@ def _validate_attention(m: ModelConfig) -> None:
     if not plus and get_block(m.attn) is None:  # UserError for an unknown name
         extra = [k for k in ("attn_kwargs", "attn_stages") if getattr(m, k)]
         if extra:
-            raise UserError(f"model.{extra[0]} is set but no block is inserted: name one with "
+            raise UserError(f"model.{extra[0]} is set but model.attn names no block: name one with "
                             f"model.attn=NAME or a 'host+block' model.name, e.g. {host}+lsas_se")
