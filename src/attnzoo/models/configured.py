@@ -4,7 +4,9 @@ block `model.attn` inserted by `add_attention` (where `model.attn_stages` says, 
 `resnet18+sb` with `model.attn_kwargs` is `resnet18` with `model.attn=sb` and those options.
 
 `m` is any object with the `ModelConfig` fields (name, attn, attn_kwargs, attn_stages,
-attn_position); the models package does not import the engine's config.
+attn_position); the models package does not import the engine's config. Beside the builder:
+`model_label` ('resnet18 + lsas_se'), `describe_pretrained` (what a `model.pretrained` file gave)
+and `with_input_size` (an input size given once builds a network made for one size).
 """
 from __future__ import annotations
 
