@@ -182,3 +182,25 @@ def test_an_image_folder_of_unreadable_images_is_one_line(capsys, tmp_path):
                             "--set", "data.workers=0", "--epochs", "1", "--device", "cpu",
                             "--model", "resnet_cifar", "--set", "model.kwargs.depth=8"],
                    "unreadable", "2 training images")
+
+
+@pytest.mark.parametrize("content, facts", [
+    (b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe", ("r.yaml", "YAML")),   # binary, not text
+    (b"42\n", ("r.yaml", "mapping", "model, data")),                 # a scalar
+    (b"- model\n- data\n", ("r.yaml", "mapping")),                    # a list
+    (b"modle: {name: resnet18}\n", ("modle", "'model'")),            # a misspelt section
+    (b"model: resnet18\n", ("model", "mapping", "name")),            # a section that is no mapping
+    (b"data: {batch_size: many}\n", ("data.batch_size", "integer", "many")),
+])
+def test_recipe_files_of_every_kind(capsys, tmp_path, content, facts):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_bytes(content)
+    one_line_error(capsys, ["train", str(recipe), "--out-dir", str(tmp_path / "runs")], *facts)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_empty_recipe_is_the_defaults(tmp_path):
+    from attnzoo.engine.config import Config, config_to_dict, load_config
+
+    (tmp_path / "empty.yaml").write_bytes(b"")
+    assert config_to_dict(load_config(str(tmp_path / "empty.yaml"))) == config_to_dict(Config())
