@@ -7,26 +7,47 @@ import torch
 
 import attnzoo
 from attnzoo.errors import UserError
-from attnzoo.layers import LESA, LSAS, SAM, SE, BNSqueezeExcite, InterventionalClassifier, ShiftBalance, create_block
+from attnzoo.layers import (
+    LESA,
+    LSAS,
+    SAM,
+    SE,
+    BNSqueezeExcite,
+    InterventionalClassifier,
+    ShiftBalance,
+    create_block,
+)
 
 
-@pytest.mark.parametrize("name, kwargs, expected", [
-    (None, {}, "a model name is a non-empty string, got None"),
-    (3, {}, "a model name is a non-empty string, got 3"),
-    ("", {}, "a model name is a non-empty string, got ''"),
-    ("resnet20_cifar", {"num_classes": -3}, "num_classes must be an integer of at least 0, got -3"),
-    ("resnet20_cifar", {"num_classes": "abc"}, "num_classes must be an integer of at least 0, got 'abc'"),
-    ("resnet20_cifar", {"num_classes": 2.5}, "num_classes must be an integer"),
-    ("resnet20_cifar", {"in_chans": 0}, "in_chans must be an integer of at least 1"),
-    ("lesa_resnet50", {"img_size": 0}, "img_size must be an integer of at least 1 (or a pair of them), got 0"),
-    ("lesa_resnet50", {"img_size": "big"}, "img_size must be an integer of at least 1"),
-    ("resnet20_cifar", {"drop_rate": 2}, "drop_rate must be a number in [0.0, 1.0), got 2"),
-    ("resnet20_cifar", {"no_such_option": 1}, "model 'resnet20_cifar':"),
+@pytest.mark.parametrize("name, kwargs, facts", [
+    # the name: missing, of another type, empty
+    (None, {}, ("model name", "None")),
+    (3, {}, ("model name", "3")),
+    ("", {}, ("model name", "''")),
+    # a shared option: out of range, of another type
+    ("resnet20_cifar", {"num_classes": -3}, ("num_classes", "at least 0", "-3")),
+    ("resnet20_cifar", {"num_classes": "abc"}, ("num_classes", "integer", "'abc'")),
+    ("resnet20_cifar", {"num_classes": 2.5}, ("num_classes", "integer", "2.5")),
+    ("resnet20_cifar", {"in_chans": 0}, ("in_chans", "at least 1", "0")),
+    ("lesa_resnet50", {"img_size": 0}, ("img_size", "at least 1", "pair")),
+    ("lesa_resnet50", {"img_size": "big"}, ("img_size", "integer", "'big'")),
+    ("resnet20_cifar", {"drop_rate": 2}, ("drop_rate", "[0.0, 1.0)", "2")),
+    # a model's own option: unknown, of another type, out of its values
+    ("resnet20_cifar", {"no_such_option": 1}, ("resnet20_cifar", "no_such_option")),
+    ("resnet_cifar", {"depth": "20"}, ("depth", "integer", "'20'", "str")),
+    ("resnet_cifar", {"depth": 20.0}, ("depth", "integer", "float")),
+    ("senet_cifar", {"depth": True}, ("depth", "integer", "bool")),
+    ("resnet_cifar", {"depth": 21}, ("depth 21", "6n+2")),
+    ("resnet_cifar", {"block": "wide"}, ("wide", "basic, bottleneck")),
+    # a 'host+block' name with an unknown part
+    ("resnet18+nope", {}, ("nope", "lsas_se")),
+    ("resnet_cifar+", {}, ("resnet_cifar+", "lsas_se")),
 ])
-def test_create_model_arguments(name, kwargs, expected):
+def test_create_model_arguments(name, kwargs, facts):
     with pytest.raises(UserError) as err:
         attnzoo.create_model(name, **kwargs)
-    assert expected in str(err.value)
+    message = str(err.value)
+    assert all(f in message for f in facts) and "\n" not in message, message
 
 
 BLOCKS = {  # name -> (constructor for `channels`, channels it is built for)
@@ -41,8 +62,10 @@ BLOCKS = {  # name -> (constructor for `channels`, channels it is built for)
 @pytest.mark.parametrize("channels", [0, -4, 2.5])
 def test_a_block_refuses_channels_that_are_not_positive_integers(block, channels):
     build, _ = BLOCKS[block]
-    with pytest.raises(UserError, match=rf"^{re.escape(block)}: \w+ must be a positive integer, got {channels}"):
+    with pytest.raises(UserError) as err:
         build(channels)
+    assert re.match(rf"^{re.escape(block)}: \w+ ", str(err.value)), str(err.value)
+    assert "positive integer" in str(err.value) and str(channels) in str(err.value)
 
 
 @pytest.mark.parametrize("block", list(BLOCKS))
@@ -51,13 +74,14 @@ def test_a_block_refuses_an_input_of_other_channels_or_dimensions(block, shape):
     build, channels = BLOCKS[block]
     with pytest.raises(UserError) as err:
         build(channels)(torch.zeros(shape))
-    assert str(err.value) == f"{block} expects a feature map (N, {channels}, H, W), got shape {list(shape)}"
+    assert str(err.value).startswith(block)
+    assert f"(N, {channels}, H, W)" in str(err.value) and str(list(shape)) in str(err.value)
 
 
 def test_the_block_factory_and_the_ida_head_check_channels_too():
-    with pytest.raises(UserError, match="attention block 'eca': channels must be a positive integer, got -4"):
+    with pytest.raises(UserError, match=r"'eca'.*channels.*positive integer.*-4"):
         create_block("eca", -4)
-    with pytest.raises(UserError, match="IDA head: in_features must be a positive integer, got 0"):
+    with pytest.raises(UserError, match=r"IDA head.*in_features.*positive integer.*0"):
         InterventionalClassifier(0, 3)
-    with pytest.raises(UserError, match=r"IDA head expects a feature map \(N, 8, H, W\)"):
+    with pytest.raises(UserError, match=r"IDA head.*\(N, 8, H, W\)"):
         InterventionalClassifier(8, 3, num_heads=2)(torch.zeros(2, 8, 4))

@@ -1,17 +1,20 @@
-"""The `attnzoo` command. Thin: it parses arguments and calls the library.
+"""The `attnzoo` command: it parses the arguments and dispatches to `attnzoo.commands`.
 
 Exit status: 0 success; 1 a failed run (the loss diverged); 2 a user error (a bad name, value,
 file, path or a size that does not fit in memory), one line on stderr and never a traceback;
-130 interrupted (Ctrl-C). Anything else is a bug and shows its traceback.
+130 interrupted (Ctrl-C); 141 the reader of stdout closed it (`attnzoo models | head -2`), as for
+any command a pipe cuts short. Anything else is a bug and shows its traceback.
 """
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
+import os
 import sys
-from pathlib import Path
+import threading
+import warnings
 
-from .errors import UserError, check_writable, describe_os_error
+from .errors import UserError, describe_os_error
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,17 +52,6 @@ def _add_run_options(p) -> None:
     p.add_argument("--lr", type=float, help="optim.lr")
     p.add_argument("--device", help="train.device: auto, cpu, cuda, cuda:N")
     p.add_argument("--out-dir", help="parent folder of run folders (default runs)")
-
-
-def _run_overrides(args) -> list[str]:
-    pairs = {"data.name": args.data, "data.root": args.data_dir, "schedule.epochs": args.epochs,
-             "data.batch_size": args.batch_size, "optim.lr": args.lr, "train.device": args.device,
-             "out_dir": args.out_dir}
-    pairs.update({"model.name": getattr(args, "model", None), "train.seed": getattr(args, "seed", None),
-                  "model.pretrained": getattr(args, "pretrained", None), "name": getattr(args, "name", None)})
-    # strings quoted, so '--name 2024' stays a name and '--model ""' is refused, not the default
-    return [f"{k}={json.dumps(v) if isinstance(v, str) else v}" for k, v in pairs.items()
-            if v is not None] + args.overrides
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,177 +139,80 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _kwargs(items: list[str]) -> dict:
-    from .engine.config import parse_override
-
-    out = {}
-    for item in items:
-        out.update(parse_override(item, flag="--kwarg"))
-    return out
-
-
-def cmd_train(args) -> int:
-    from .engine.config import load_config
-    from .engine.train import train
-
-    cfg = load_config(args.recipe, _run_overrides(args))
-    if args.dry_run:
-        from .engine.dryrun import dry_run_config
-
-        cfg = dry_run_config(cfg, args.out_dir)
-    summary = train(cfg, resume=args.resume, quiet=args.quiet)
-    if args.dry_run:
-        print(f"dry run of {args.recipe or 'the defaults'} passed: {summary['steps']} steps, "
-              f"model {summary['model']} ({summary['params'] / 1e6:.2f}M params)")
-    return 0
+# Each command's body is `attnzoo.commands.<module>.run(args)`, imported only when it runs, so
+# `attnzoo models` does not import the training engine.
+def _command(name: str):
+    def run(args) -> int:
+        return importlib.import_module(f"{__package__}.commands.{name}").run(args)
+    return run
 
 
-def _data_overrides(args, cfg) -> None:
-    from .engine.config import config_from_dict, config_to_dict, deep_merge, parse_override
-
-    data = config_to_dict(cfg)
-    extra = {"data": {k: v for k, v in {"name": args.data, "root": args.data_dir,
-                                          "batch_size": getattr(args, "batch_size", None)}.items()
-                      if v is not None}}
-    for item in args.overrides:
-        extra = deep_merge(extra, parse_override(item))
-    return config_from_dict(deep_merge(data, extra))
-
-
-def cmd_eval(args) -> int:
-    from .engine.evaluate import evaluate_checkpoint
-
-    if args.out:
-        check_writable(args.out, "--out")
-    result = evaluate_checkpoint(args.checkpoint, lambda cfg: _data_overrides(args, cfg), args.device)
-    text = json.dumps(result, indent=2)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    print(text)
-    return 0
-
-
-def cmd_models(args) -> int:
-    import torch
-
-    from . import create_model, list_models
-
-    names = list_models(args.pattern)
-    if not names:
-        raise UserError(f"no attnzoo model matches '{args.pattern}'; `attnzoo models` lists all")
-    width = max(len(n) for n in names)
-    for name in names:
-        with torch.device("meta"):  # parameter counts without allocating weights
-            params = sum(p.numel() for p in create_model(name).parameters())
-        print(f"{name:<{width}}  {params / 1e6:8.2f}M")
-    return 0
-
-
-def cmd_recipes(args) -> int:
-    from .engine.config import read_yaml, recipe_names
-
-    for name in recipe_names():
-        data = read_yaml(name)
-        paper = {k: v for k, v in (data.get("paper") or {}).items() if k != "source"}
-        model = (data.get("model") or {}).get("name", "?")
-        dataset = (data.get("data") or {}).get("name", "?")
-        print(f"{name:<36} {model:<26} {dataset:<12} paper: {paper or '-'}")
-    return 0
-
-
-def cmd_info(args) -> int:
-    from .commands.info import format_info, model_info
-    from .engine.device import out_of_memory_hint
-
-    with out_of_memory_hint(1, args.img_size):
-        info = model_info(args.model, img_size=args.img_size, num_classes=args.num_classes,
-                          model_kwargs=_kwargs(args.kwarg))
-    print(format_info(info))
-    return 0
-
-
-def cmd_bench(args) -> int:
-    from .commands.bench import benchmark, format_table
-    from .engine.device import out_of_memory_hint
-
-    if args.json_out:
-        check_writable(args.json_out, "--json")
-    with out_of_memory_hint(args.batch_size, args.img_size):
-        rows = benchmark(args.models, batch_size=args.batch_size, img_size=args.img_size,
-                         device=args.device, steps=args.steps, warmup=args.warmup)
-    print(format_table(rows))
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(rows, indent=2) + "\n")
-    return 0
-
-
-def cmd_compare(args) -> int:
-    from .commands.compare import compare
-    from .engine.config import load_config
-
-    base = load_config(args.recipe, _run_overrides(args))
-    out_dir = Path(base.out_dir) / (args.name or f"compare-{'-vs-'.join(args.models)}")
-    check_writable(out_dir, "comparison folder", folder=True)
-    result = compare(args.models, list(range(args.seeds)), base, out_dir, analyze=args.analyze)
-    print((out_dir / "comparison.md").read_text() if (out_dir / "comparison.md").exists()
-          else json.dumps(result, indent=2))
-    return 0
-
-
-def cmd_convert(args) -> int:
-    from .convert import convert_checkpoint
-
-    report = convert_checkpoint(args.source, args.checkpoint, args.model, args.out,
-                                _kwargs(args.kwarg))
-    print(report)
-    return 0
-
-
-def cmd_analyze(args) -> int:
-    from .analysis import run_analysis
-
-    if args.out_dir:
-        check_writable(args.out_dir, "--out-dir", folder=True)
-    pixels = None
-    if args.pixels:
-        try:
-            pixels = [tuple(int(v) for v in p.split(",")) for p in args.pixels]
-        except ValueError:
-            raise UserError(f"--pixels {' '.join(args.pixels)}: expected ROW,COL pairs, e.g. 3,4 7,7") from None
-    result = run_analysis(args.checkpoint, out_dir=args.out_dir,
-                          data_overrides=lambda cfg: _data_overrides(args, cfg),
-                          num_samples=args.num_samples, methods=tuple(args.methods),
-                          split=args.split, pixels=pixels, batch_size=args.batch_size,
-                          device=args.device, bias=not args.no_bias, boxes_file=args.boxes)
-    out = Path(args.out_dir) if args.out_dir else Path(args.checkpoint).resolve().parent.parent / "analysis"
-    print(f"report: {out / 'report.md'}  (statistics: {out / 'bias.json'})")
-    bias = (result.get("bias") or {}).get(args.methods[0], {}).get("all") or {}
-    headline = {"bias": {k: v for k, v in bias.items() if not isinstance(v, list)},
-                "context": result.get("context")}
-    print(json.dumps(headline, indent=2))
-    return 0
-
-
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "models": cmd_models, "recipes": cmd_recipes,
-            "info": cmd_info, "bench": cmd_bench, "compare": cmd_compare, "convert": cmd_convert,
-            "analyze": cmd_analyze}
+COMMANDS = {name: _command(name) for name in ("train", "eval", "models", "recipes", "info", "bench",
+                                              "compare", "convert", "analyze")}
 
 
 def _error(message) -> None:
     print("attnzoo: error: " + " ".join(str(message).split()), file=sys.stderr)
 
 
+class _HeldWarnings:
+    """Warnings shown as one line each (`attnzoo: warning: ...`) after `HOLD_S` seconds; a user
+    error in that time replaces them, so that a failure a warning foretold (a folder whose every
+    image is unreadable: the warning for the first, then the error) is one line, and a long
+    run still shows its warnings as they come."""
+
+    HOLD_S = 2.0
+
+    def __init__(self):
+        self.pending: list[str] = []
+        self.lock = threading.Lock()
+        self.timer = None
+
+    def show(self, message, category, filename, lineno, file=None, line=None) -> None:
+        with self.lock:
+            self.pending.append(f"attnzoo: warning: {' '.join(str(message).split())}")
+            if self.timer is None:
+                self.timer = threading.Timer(self.HOLD_S, self.flush)
+                self.timer.daemon = True
+                self.timer.start()
+
+    def flush(self, drop: bool = False) -> None:
+        with self.lock:
+            if self.timer is not None:
+                self.timer.cancel()
+            if not drop:
+                for text in self.pending:
+                    print(text, file=sys.stderr, flush=True)
+            self.pending, self.timer = [], None
+
+
 def main(argv=None) -> int:
     """Run one command; returns the exit status (see the module docstring)."""
+    held = _HeldWarnings()
+    with warnings.catch_warnings():
+        warnings.showwarning = held.show
+        try:
+            return _run(argv, held)
+        finally:
+            held.flush()
+
+
+def _run(argv, held: _HeldWarnings) -> int:
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except UserError as e:
+        held.flush(drop=True)
         _error(e)
         return 2
+    except BrokenPipeError:  # the reader stopped early (`attnzoo models | head -2`): not an error
+        # stdout to /dev/null, so that Python's final flush at exit cannot fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except OSError as e:  # a file the user named or a folder to write: unreadable, full, missing
         if e.filename is None:
             raise
+        held.flush(drop=True)
         _error(describe_os_error(e))
         return 2
     except KeyboardInterrupt:

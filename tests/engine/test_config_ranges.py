@@ -47,30 +47,35 @@ def test_a_number_outside_its_range_is_refused_naming_the_range(key, value):
                     if key != "schedule.milestones" else [_as_override(key, value)])
 
 
-@pytest.mark.parametrize("override, message", [
-    ("optim.lr=.nan", "optim.lr: expected a finite number, got nan"),
-    ("optim.lr=.inf", "optim.lr: expected a finite number, got inf"),
-    ("optim.betas=[0.9]", "optim.betas: expected a list of 2 values"),
-    ("optim.betas=[0.9, 0.9, 0.9]", "optim.betas: expected a list of 2 values"),
-    ("optim.betas=[0.9, fast]", "optim.betas[1]: expected a number, got 'fast'"),
-    ("optim.betas=0.9", "optim.betas: expected a list"),
-    ("schedule.milestones=[30, 2.5]", "schedule.milestones[1]: expected an integer, got 2.5"),
-    ("schedule.milestones=[30, true]", "schedule.milestones[1]: expected an integer, got True"),
-    ("schedule.milestones=[60, 30]", "schedule.milestones must be increasing epochs"),
-    ("schedule.milestones=[30, 30]", "schedule.milestones must be increasing epochs"),
-    ("train.seed=18446744073709551616", "train.seed must be in [0, 18446744073709551615]"),
+@pytest.mark.parametrize("override, facts", [
+    ("optim.lr=.nan", ("optim.lr", "finite", "nan")),
+    ("optim.lr=.inf", ("optim.lr", "finite", "inf")),
+    ("optim.betas=[0.9]", ("optim.betas", "2 values")),
+    ("optim.betas=[0.9, 0.9, 0.9]", ("optim.betas", "2 values")),
+    ("optim.betas=[0.9, fast]", ("optim.betas[1]", "number", "'fast'")),
+    ("optim.betas=0.9", ("optim.betas", "list")),
+    ("schedule.milestones=[30, 2.5]", ("schedule.milestones[1]", "integer", "2.5")),
+    ("schedule.milestones=[30, true]", ("schedule.milestones[1]", "integer", "True")),
+    ("schedule.milestones=[60, 30]", ("schedule.milestones", "increasing")),
+    ("schedule.milestones=[30, 30]", ("schedule.milestones", "increasing")),
+    ("train.seed=18446744073709551616", ("train.seed", "[0, 18446744073709551615]")),
     ("optim.momentum=0", None),  # valid alone, refused with nesterov below
-    ("data.name=cifar11", "unknown dataset 'cifar11'; did you mean cifar10"),
+    ("data.name=cifar11", ("cifar11", "cifar10")),
+    ("train.deterministic=maybe", ("train.deterministic", "true or false", "maybe")),
+    ("model.kwargs=[1, 2]", ("model.kwargs", "mapping")),
+    ("model=resnet18", ("model", "mapping", "name")),
+    ("data.root=[a]", ("data.root", "string")),
 ])
-def test_list_elements_finite_numbers_and_cross_checks(override, message):
-    if message is None:
+def test_list_elements_finite_numbers_and_cross_checks(override, facts):
+    if facts is None:
         load_config(None, [override])
-        with pytest.raises(UserError, match="optim.nesterov needs a positive optim.momentum"):
+        with pytest.raises(UserError, match="optim.nesterov.*optim.momentum"):
             load_config(None, [override, "optim.nesterov=true"])
         return
     with pytest.raises(UserError) as err:
         load_config(None, [override, "data.options.num_train=8"])
-    assert message in str(err.value) and "\n" not in str(err.value)
+    message = str(err.value)
+    assert all(f in message for f in facts) and "\n" not in message, message
 
 
 @pytest.mark.parametrize("text, value", [("5e-4", 5e-4), ("1E6", 1e6), ("-2.5e-3", -2.5e-3),
@@ -96,6 +101,6 @@ def test_scientific_notation_leaves_other_strings_alone():
 def test_hostile_recipes_are_refused_in_one_line(tmp_path, text, message):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(text)
-    with pytest.raises(UserError, match="not valid YAML") as err:
+    with pytest.raises(UserError, match="r.yaml.*YAML") as err:
         load_config(str(recipe))
     assert message in str(err.value) and "\n" not in str(err.value).replace("\\n", "")

@@ -175,6 +175,10 @@ def compute_cams(model: nn.Module, images: torch.Tensor, methods=("gradcam",), t
     if targets is None:
         targets = logits.argmax(1)
     targets = torch.as_tensor(targets, device=logits.device).long()
+    if targets.numel() and not 0 <= int(targets.min()) <= int(targets.max()) < logits.shape[1]:
+        raise UserError(f"the model predicts {logits.shape[1]} classes but the data has class "
+                        f"{int(targets.max())}: analyse it on data with the classes it was trained on "
+                        "(--data, --set data.*)")
     if index is not None:
         index = torch.as_tensor(index, device=feats.device).long()
         feats_m, images_m = feats[index], images[index]

@@ -331,3 +331,19 @@ def format_table(rows: list[dict]) -> str:
         lines += ["", "Inserted blocks against the bare host:", ""]
         lines += [f"- {r['model']}: {format_cost(r['inserted'])}" for r in inserted]
     return "\n".join(lines)
+
+
+def run(args) -> int:
+    """`attnzoo bench --models A,B [...]`: the table, and the rows as JSON with `--json`."""
+    from ..engine.device import out_of_memory_hint
+    from ..errors import check_writable
+
+    if args.json_out:
+        check_writable(args.json_out, "--json")
+    with out_of_memory_hint(args.batch_size, args.img_size):
+        rows = benchmark(args.models, batch_size=args.batch_size, img_size=args.img_size,
+                         device=args.device, steps=args.steps, warmup=args.warmup)
+    print(format_table(rows))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(rows, indent=2) + "\n")
+    return 0

@@ -161,3 +161,18 @@ def compare(models: list[str], seeds: list[int], base: Config, out_dir: Path, an
     }
     write_outputs(result, out_dir)
     return result
+
+
+def run(args) -> int:
+    """`attnzoo compare --models A,B [RECIPE]`: the comparison table (or its JSON) on stdout."""
+    from ..engine.config import load_config
+    from ..errors import check_writable
+    from .overrides import run_overrides
+
+    base = load_config(args.recipe, run_overrides(args))
+    out_dir = Path(base.out_dir) / (args.name or f"compare-{'-vs-'.join(args.models)}")
+    check_writable(out_dir, "comparison folder", folder=True)
+    result = compare(args.models, list(range(args.seeds)), base, out_dir, analyze=args.analyze)
+    table = out_dir / "comparison.md"
+    print(table.read_text() if table.exists() else json.dumps(result, indent=2))
+    return 0

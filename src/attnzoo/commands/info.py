@@ -189,3 +189,17 @@ def format_info(info: dict) -> str:
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def run(args) -> int:
+    """`attnzoo info MODEL [--img-size N] [--kwarg KEY=VALUE ...]`."""
+    from ..engine.device import out_of_memory_hint
+    from ..models.configured import with_input_size
+    from .overrides import kwarg_overrides
+
+    kwargs = with_input_size(args.model, args.img_size, kwarg_overrides(args.kwarg))
+    with out_of_memory_hint(1, args.img_size):
+        info = model_info(args.model, img_size=args.img_size, num_classes=args.num_classes,
+                          model_kwargs=kwargs)
+    print(format_info(info))
+    return 0

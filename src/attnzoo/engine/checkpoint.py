@@ -135,8 +135,8 @@ def load_model(path, map_location="cpu", **model_overrides):
 
     Returns (model in eval mode, Config). `model_overrides` replace constructor options.
     """
-    from .. import create_model
-    from .config import config_from_dict, insert_attention
+    from ..models.configured import create_configured_model
+    from .config import config_from_dict
 
     state, config = read_weights(path)
     if not config:
@@ -144,7 +144,7 @@ def load_model(path, map_location="cpu", **model_overrides):
                         "`attnzoo train` (convert foreign weights with `attnzoo convert`)")
     cfg = config_from_dict(config)
     kwargs = {**cfg.model.kwargs, **model_overrides}  # num_classes is resolved there by `train`
-    model = insert_attention(create_model(cfg.model.name, **kwargs), cfg.model)
+    model = create_configured_model(cfg.model, **kwargs)
     if cfg.train.freeze_bn:  # trained with FrozenBatchNorm2d, which has no num_batches_tracked
         from timm.layers import freeze_batch_norm_2d
 

@@ -8,18 +8,15 @@ outside a `Literal` and numbers outside their range (one table, `RANGES`) are re
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import math
 import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Literal, Optional
 
 import yaml
 
 from ..errors import UserError, choices_hint, file_errors, first_sentence
+from .coerce import build_dataclass
 
 
 @dataclass
@@ -34,18 +31,8 @@ class ModelConfig:
     attn_kwargs: dict = field(default_factory=dict)  # the block's options, e.g. {order: 2}
     attn_stages: Optional[list] = None  # 1-based stages that get it (None: all)
     attn_position: Literal["end", "beside", "gate"] = "end"  # see attnzoo.models.surgery
-
-
-def insert_attention(model, m: ModelConfig):
-    """`model` with the block `m.attn` inserted by `attnzoo.add_attention` (unchanged without one)."""
-    from ..layers.factory import get_block
-    from ..models.surgery import add_attention
-
-    if get_block(m.attn) is None:  # None, '' or 'none'
-        return model
-
-    return add_attention(model, m.attn, stages=m.attn_stages, position=m.attn_position,
-                         **m.attn_kwargs)[0]
+    # (a 'host+block' model.name takes attn_kwargs, attn_stages, attn_position for its block too:
+    # attnzoo.models.configured)
 
 
 @dataclass
@@ -96,7 +83,7 @@ class TrainConfig:
     amp: Literal["none", "bf16", "fp16"] = "none"
     channels_last: bool = False
     compile: bool = False  # torch.compile the model for training and evaluation (inductor)
-    loss: Literal["ce", "bce", "asl"] = "ce"
+    loss: Literal["auto", "ce", "bce", "asl"] = "auto"  # auto: ce for single-label data, bce for multi-label
     loss_options: dict = field(default_factory=dict)  # asl: gamma_pos, gamma_neg, clip, eps, ...
     label_smoothing: float = 0.0
     ema_decay: float = 0.0  # 0: no EMA
@@ -126,77 +113,8 @@ class Config:
 
 # ---------------------------------------------------------------------------- building from data
 
-def _check_value(path: str, value: Any, tp: Any) -> Any:
-    """Coerce `value` to the annotated type `tp`, or raise UserError naming what is expected."""
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if value not in choices:
-            raise UserError(f"{path}: '{value}' is not valid; valid: {', '.join(map(str, choices))}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return _check_value(path, value, args[0])
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise UserError(f"{path}: expected a mapping of {', '.join(f.name for f in dataclasses.fields(tp))}")
-        return _build(tp, value, path)
-    if tp is bool:
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        if not isinstance(value, bool):
-            raise UserError(f"{path}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise UserError(f"{path}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UserError(f"{path}: expected a number, got {value!r}")
-        if not math.isfinite(value):
-            raise UserError(f"{path}: expected a finite number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise UserError(f"{path}: expected a string, got {value!r}")
-        return value
-    if tp in (list, tuple) or origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise UserError(f"{path}: expected a list, got {value!r}")
-        args = typing.get_args(tp)
-        if origin is tuple and len(value) != len(args):
-            raise UserError(f"{path}: expected a list of {len(args)} values, got {list(value)!r}")
-        if args:  # list[int]: one type for all; tuple[float, float]: one per position
-            types_ = args if origin is tuple else args * len(value)
-            value = [_check_value(f"{path}[{i}]", v, t) for i, (v, t) in enumerate(zip(value, types_))]
-        return (origin or tp)(value)
-    if tp is dict:
-        if not isinstance(value, dict):
-            raise UserError(f"{path}: expected a mapping, got {value!r}")
-        return dict(value)
-    return value
-
-
-def _build(cls, data: dict, prefix: str = ""):
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in data.items():
-        path = f"{prefix}.{key}" if prefix else key
-        if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
-            hint = f"did you mean '{close[0]}'? " if close else ""
-            raise UserError(f"unknown config key '{path}'; {hint}valid keys{' of ' + prefix if prefix else ''}: "
-                            f"{', '.join(names)}")
-        kwargs[key] = _check_value(path, value, hints[key])
-    return cls(**kwargs)
-
-
 def config_from_dict(data: dict) -> Config:
-    cfg = _build(Config, data or {})
+    cfg = build_dataclass(Config, data or {})
     validate(cfg)
     return cfg
 
@@ -212,6 +130,28 @@ def deep_merge(base: dict, extra: dict) -> dict:
     for k, v in extra.items():
         out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
+
+
+def apply_overrides(data: dict, items) -> dict:
+    """`data` with the `--set KEY=VALUE` items applied in order: a mapping value merges into the
+    mapping at KEY, except an empty one, which empties it (`--set data.options={}`)."""
+    for item in items:
+        value = parse_override(item)
+        parts = item.partition("=")[0].strip().split(".")
+        data = _set(data, parts, {}) if _leaf(value, parts) == {} else deep_merge(data, value)
+    return data
+
+
+def _leaf(nested: dict, parts: list[str]):
+    for part in parts:
+        nested = nested[part]
+    return nested
+
+
+def _set(data: dict, parts: list[str], value) -> dict:
+    """A copy of `data` with `value` at the path `parts` (mappings made on the way)."""
+    inner = data.get(parts[0]) if isinstance(data.get(parts[0]), dict) else {}
+    return {**data, parts[0]: value if len(parts) == 1 else _set(inner, parts[1:], value)}
 
 
 class YamlLoader(yaml.SafeLoader):
@@ -283,9 +223,7 @@ def read_yaml(path_or_name: str) -> dict:
 
 def load_config(recipe: Optional[str] = None, overrides: list[str] = (), **top) -> Config:
     """Recipe (path or bundled name) + `--set` overrides + top-level keyword overrides -> Config."""
-    data = read_yaml(recipe) if recipe else {}
-    for item in overrides:
-        data = deep_merge(data, parse_override(item))
+    data = apply_overrides(read_yaml(recipe) if recipe else {}, overrides)
     data = deep_merge(data, {k: v for k, v in top.items() if v is not None})
     return config_from_dict(data)
 
@@ -342,7 +280,7 @@ def validate(cfg: Config) -> None:
     milestones = cfg.schedule.milestones
     if cfg.schedule.name == "multistep" and not milestones:
         raise UserError("schedule.milestones: the multistep schedule needs epochs, e.g. [81, 122]")
-    if any(a >= b for a, b in zip(milestones, milestones[1:])):
+    if any(a >= b for a, b in zip(milestones, milestones[1:], strict=False)):
         raise UserError(f"schedule.milestones must be increasing epochs, e.g. [81, 122], got {milestones}")
     if cfg.optim.nesterov and cfg.optim.momentum == 0:
         raise UserError("optim.nesterov needs a positive optim.momentum, e.g. 0.9")
@@ -358,11 +296,12 @@ def validate(cfg: Config) -> None:
 def _validate_attention(m: ModelConfig) -> None:
     from ..layers.factory import get_block
 
-    if get_block(m.attn) is None:  # UserError for an unknown name
-        extra = [k for k in ("attn_kwargs", "attn_stages") if getattr(m, k)]
-        if extra:
-            raise UserError(f"model.{extra[0]} is set but model.attn names no block")
-        return
-    if "+" in m.name:
+    host, plus, block = m.name.partition("+")
+    if plus and get_block(m.attn) is not None:
         raise UserError(f"model.name '{m.name}' already names a block; use either the "
                         "'host+block' name or model.attn, not both")
+    if not plus and get_block(m.attn) is None:  # UserError for an unknown name
+        extra = [k for k in ("attn_kwargs", "attn_stages") if getattr(m, k)]
+        if extra:
+            raise UserError(f"model.{extra[0]} is set but model.attn names no block: name one with "
+                            f"model.attn=NAME or a 'host+block' model.name, e.g. {host}+lsas_se")

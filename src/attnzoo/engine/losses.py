@@ -1,5 +1,7 @@
 """Training losses by name: `build_loss(name, options, label_smoothing, multilabel)`.
 
+- `auto` (the default of `train.loss`): `ce` for single-label data, `bce` for multi-label data
+  (`resolve_loss`).
 - `ce`: cross-entropy over class indices (single-label); options: none.
 - `bce`: binary cross-entropy with logits over multi-hot targets; options: `reduction`
   ("mean" over all N x C entries, or "sum"), `scale` (a constant factor, default 1).
@@ -118,13 +120,21 @@ _OPTIONS = {
 }
 
 
+def resolve_loss(name: str, multilabel: bool | None) -> str:
+    """The loss `name` stands for: 'auto' is 'bce' for multi-label data and 'ce' otherwise."""
+    if name == "auto":
+        return "bce" if multilabel else "ce"
+    return name
+
+
 def build_loss(name: str, options: dict | None = None, label_smoothing: float = 0.0,
                multilabel: bool | None = None) -> nn.Module:
-    """The loss `name` (ce, bce, asl) with its `options`; `multilabel` (if known) is checked
+    """The loss `name` (auto, ce, bce, asl) with its `options`; `multilabel` (if known) is checked
     against the loss kind. Unknown names, options or values raise `UserError`."""
     options = dict(options or {})
+    name = resolve_loss(name, multilabel)
     if name not in LOSSES:
-        raise UserError(f"unknown loss '{name}'; {choices_hint(name, LOSSES)}")
+        raise UserError(f"unknown loss '{name}'; {choices_hint(name, ('auto',) + LOSSES)}")
     bad = sorted(set(options) - set(_OPTIONS[name]))
     if bad:
         valid = ", ".join(_OPTIONS[name]) or "none"

@@ -19,18 +19,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import check_model_name, create_model
+from .. import check_model_name
 from ..data import build_data, build_loader, skipped_images
 from ..errors import UserError, file_errors
+from ..models.configured import create_configured_model, inserted_block
 from . import checkpoint as ckpt
-from .config import Config, config_to_dict, insert_attention, save_config
+from .config import Config, config_to_dict, save_config
 from .device import out_of_memory_hint, resolve_device
 from .distributed import DistInfo, broadcast_flag, cleanup, init_distributed
 from .evaluate import autocast, evaluate
-from .losses import build_loss
+from .losses import build_loss, resolve_loss
 from .optim import build_optimizer, build_scheduler
 from .rundir import LAST, checkpoint_to_resume, prepare_run_dir
-from .runlog import RunLog, format_table
+from .runlog import RunLog, format_epoch, format_table, run_header
 
 
 class TrainingDiverged(RuntimeError):
@@ -89,7 +90,7 @@ def build_model(cfg: Config, num_classes: int) -> nn.Module:
                             "weights: give a local timm/torchvision weight file")
         # one path for attnzoo's and timm's networks: timm's loader, a local file, no download
         kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(path)})
-    model = insert_attention(create_model(cfg.model.name, **kwargs), cfg.model)
+    model = create_configured_model(cfg.model, **kwargs)
     if cfg.model.checkpoint:
         state, _ = ckpt.read_weights(Path(cfg.model.checkpoint))
         ckpt.load_state_strict(model, state, f"model.checkpoint {cfg.model.checkpoint}")
@@ -193,6 +194,8 @@ def _train(cfg: Config, resume, quiet: bool, dist: DistInfo) -> dict:
         with file_errors(f"write {run_dir / 'config.yaml'}"):
             save_config(cfg, run_dir / "config.yaml")
     log = RunLog(run_dir, enabled=dist.is_main, resume_epoch=state.epoch)
+    if dist.is_main and not quiet:
+        print(run_header(cfg, bundle, model), flush=True)
     metric = _primary_metric(bundle)
     epochs = cfg.schedule.epochs
     stopped = "completed"
@@ -233,8 +236,7 @@ def _train(cfg: Config, resume, quiet: bool, dist: DistInfo) -> dict:
                 if dist.is_main:
                     save_checkpoint(last_path, model, optimizer, scheduler, scaler, ema, state, config)
                 if not quiet and dist.is_main and not sys.stderr.isatty():
-                    shown = {k: round(v, 2) for k, v in _first(row.get("eval", {"": {}})).items()}
-                    print(f"epoch {epoch + 1}/{epochs} loss {loss:.4f} {shown}", flush=True)
+                    print(format_epoch(row, epochs), flush=True)
                 if hit_max:
                     stopped = "max_steps"
                     break
@@ -245,7 +247,8 @@ def _train(cfg: Config, resume, quiet: bool, dist: DistInfo) -> dict:
         log.close()
 
     summary = {
-        "model": cfg.model.name, "run_dir": str(run_dir), "params": params,
+        "model": cfg.model.name, "attn": inserted_block(cfg.model), "run_dir": str(run_dir), "params": params,
+        "loss": resolve_loss(cfg.train.loss, bundle.multilabel),
         "dataset": cfg.data.name, "seed": cfg.train.seed, "world_size": dist.world_size,
         "epochs_run": state.epoch, "steps": state.step, "stopped": stopped,
         "final": state.final, "best": state.best_metrics,

@@ -289,7 +289,9 @@ def check_fmap_size(x: torch.Tensor, fmap_size: tuple[int, int]) -> torch.Tensor
     check in traced graphs, whose dead-code elimination drops calls whose result is unused."""
     if tuple(x.shape[-2:]) != tuple(fmap_size):
         raise UserError(f"LESA block built for {fmap_size[0]}x{fmap_size[1]} feature maps got "
-                        f"{x.shape[-2]}x{x.shape[-1]}; build the network for this input size (img_size=...)")
+                        f"{x.shape[-2]}x{x.shape[-1]}; build it for this size: an inserted block with fmap_size="
+                        f"{x.shape[-1]} (model.attn_kwargs, with model.attn_stages naming stages of "
+                        "that size), a LESA network with img_size=...")
     return x
 
 

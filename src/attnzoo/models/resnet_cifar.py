@@ -31,6 +31,9 @@ def blocks_per_stage(depth: int, block: str) -> int:
     if block not in BLOCKS:
         raise UserError(f"unknown CIFAR ResNet block '{block}'; valid: {', '.join(BLOCKS)}")
     per = 6 if block == "basic" else 9
+    if isinstance(depth, bool) or not isinstance(depth, int):
+        raise UserError(f"depth must be an integer {per}n+2 for the {block} block, got {depth!r} "
+                        f"({type(depth).__name__})")
     if depth < per + 2 or (depth - 2) % per:
         examples = ", ".join(str(per * n + 2) for n in (1, 2, 3, 6, 12, 18))
         raise UserError(f"depth {depth} does not fit the {block} block: it must be {per}n+2 "

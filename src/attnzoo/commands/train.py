@@ -1,0 +1,20 @@
+"""`attnzoo train [RECIPE]`: load the config, train, and print the results table (see engine.train)."""
+from __future__ import annotations
+
+from .overrides import run_overrides
+
+
+def run(args) -> int:
+    from ..engine.config import load_config
+    from ..engine.train import train
+
+    cfg = load_config(args.recipe, run_overrides(args))
+    if args.dry_run:
+        from ..engine.dryrun import dry_run_config
+
+        cfg = dry_run_config(cfg, args.out_dir)
+    summary = train(cfg, resume=args.resume, quiet=args.quiet)
+    if args.dry_run:
+        print(f"dry run of {args.recipe or 'the defaults'} passed: {summary['steps']} steps, "
+              f"model {summary['model']} ({summary['params'] / 1e6:.2f}M params)")
+    return 0
