@@ -271,28 +271,37 @@ def test_local_weights_the_timm_way(tmp_path, fmt):
     assert torch.allclose(gray.conv1.weight, source.conv1.weight.sum(1, keepdim=True))
 
 
-def test_bad_weight_files_are_one_line_user_errors(tmp_path):
+@pytest.mark.parametrize("create", [timm.create_model, attnzoo.create_model])
+def test_bad_weight_files_are_one_line_user_errors_naming_the_file(tmp_path, create):
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
     wrong = tmp_path / "wrong.safetensors"
     save_file(_create("resnet20_cifar").state_dict(), str(wrong))
-
-    def create(path, **kw):
-        return attnzoo.create_model("senet_cifar", depth=11, pretrained=True,
-                                    pretrained_cfg_overlay=dict(file=str(path)), **kw)
-
-    for path, match in ((tmp_path / "none.pth", "does not exist"), (junk, "cannot be read safely"),
-                        (wrong, "does not fit 'senet_cifar'.*missing keys")):
-        with pytest.raises(UserError, match=match) as err:
-            create(path)
-        assert "\n" not in str(err.value)
-    with pytest.raises(UserError, match="downloads no weights"):
-        attnzoo.create_model("senet_cifar", pretrained=True)
     shapes = tmp_path / "shapes.safetensors"  # the same keys, a wider SE
     save_file(_create("senet_cifar", attn_kwargs=dict(rd_ratio=0.5)).state_dict(), str(shapes))
-    with pytest.raises(UserError, match="do not fit model 'senet_cifar'.*size mismatch") as err:
-        create(shapes)
-    assert "\n" not in str(err.value)
+
+    for path, facts in ((tmp_path / "none.pth", ["does not exist"]), (junk, ["cannot be read"]),
+                        (wrong, ["senet_cifar", "missing keys", "layer1.0.conv3.weight"]),
+                        # the first mis-shaped key, with the file's and the model's shapes
+                        (shapes, ["senet_cifar", "layer1.0.attn.fc1.weight (32, 64) vs (4, 64)"])):
+        with pytest.raises(UserError) as err:
+            create("senet_cifar", depth=11, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+        message = str(err.value)
+        assert "\n" not in message and str(path) in message and all(f in message for f in facts), message
+
+
+def test_pretrained_without_a_file_is_refused():
+    with pytest.raises(UserError, match="downloads no weights"):
+        attnzoo.create_model("senet_cifar", pretrained=True)
+
+
+def test_a_timm_network_with_unfitting_weights_is_one_line_naming_the_file(tmp_path):
+    wrong = tmp_path / "resnet10t.safetensors"
+    save_file(timm.create_model("resnet10t", num_classes=4).state_dict(), str(wrong))
+    with pytest.raises(UserError) as err:  # the same classes: timm loads strictly, the stem differs
+        attnzoo.create_model("resnet18", num_classes=4, pretrained=True, pretrained_cfg_overlay=dict(file=str(wrong)))
+    message = str(err.value)
+    assert "\n" not in message and str(wrong) in message and "resnet18" in message and " vs " in message
 
 
 @pytest.mark.parametrize("name, kwargs", [("lsas_senet_cifar", dict(depth=11)), ("resnet18", {})])

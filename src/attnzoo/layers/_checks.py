@@ -1,7 +1,7 @@
 """The argument checks every block makes, so a wrong channel count or input shape is one UserError
 naming what is expected instead of a torch internals message."""
 import torch
-from timm.layers import register_notrace_function
+import torch.fx
 
 from ..errors import UserError
 
@@ -13,10 +13,19 @@ def check_channels(block: str, **channels) -> None:
             raise UserError(f"{block}: {name} must be a positive integer, got {value!r}")
 
 
-@register_notrace_function  # a data-dependent check: a leaf when FX traces a block
-def check_input(block: str, x: torch.Tensor, channels: int) -> torch.Tensor:
-    """x, unless it is not a feature map (N, channels, H, W) (UserError). Returning x keeps the
-    check in traced graphs, whose dead-code elimination drops calls whose result is unused."""
+def feature_map(block: str, x: torch.Tensor, channels: int) -> torch.Tensor:
+    """x, unless it is not a feature map (N, channels, H, W) (UserError)."""
     if x.dim() != 4 or x.shape[1] != channels:
         raise UserError(f"{block} expects a feature map (N, {channels}, H, W), got shape {list(x.shape)}")
     return x
+
+
+def check_input(block: str, x: torch.Tensor, channels: int) -> torch.Tensor:
+    """`feature_map(block, x, channels)`. Under any torch.fx tracer (torchvision's feature
+    extraction, timm's FX features, torch.fx.symbolic_trace) the check, which depends on the
+    data's shape, is recorded as one call instead of being traced into: the traced graph keeps it,
+    and TorchScript compiles that graph as it compiles the eager block. Returning x keeps the call
+    in traced graphs, whose dead-code elimination drops calls whose result is unused."""
+    if not torch.jit.is_scripting() and isinstance(x, torch.fx.Proxy):
+        return x.tracer.create_proxy("call_function", feature_map, (block, x, channels), {})
+    return feature_map(block, x, channels)

@@ -30,7 +30,9 @@ SAN_KERNELS = (3, 7, 7, 7, 7)
 
 default_cfgs = generate_default_cfgs({
     f"san{depth}_{kind}": cfg("Exploring Self-attention for Image Recognition (CVPR 2020)",
-                              "https://github.com/hszhao/SAN", "mit", first_conv="conv_in")
+                              "https://github.com/hszhao/SAN", "mit", first_conv="conv_in",
+                              # the last stage's 7x7 reflection padding (3) needs a 4x4 map: 128 / 32
+                              min_input_size=(3, 128, 128))
     for depth in SAN_LAYERS for kind in ("pairwise", "patchwise")})
 
 

@@ -85,6 +85,7 @@ class VggCifar(AttnzooNet):
         pool = check_pool(global_pool if global_pool is not None else self.global_pool.pool_type)
         if not pool and num_classes:
             raise UserError("VGG: global_pool='' removes the MLP head, so it needs num_classes=0")
+        place = self._placement()
         self.num_classes = num_classes
         self.global_pool = SelectAdaptivePool2d(pool_type=pool, flatten=bool(pool))
         width = self.num_features * self.global_pool.feat_mult()
@@ -94,6 +95,7 @@ class VggCifar(AttnzooNet):
             self.pre_logits = self._initialised(nn.Sequential(nn.Linear(width, HIDDEN), nn.ReLU(inplace=True)))
         self.head_hidden_size = HIDDEN if pool else self.num_features
         self.fc = self._initialised(nn.Linear(HIDDEN, num_classes)) if num_classes else nn.Identity()
+        place(self.global_pool, self.pre_logits, self.fc)
 
     def _initialised(self, module: nn.Module) -> nn.Module:
         if self.init_std is not None:
