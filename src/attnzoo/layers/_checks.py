@@ -21,11 +21,20 @@ def feature_map(block: str, x: torch.Tensor, channels: int) -> torch.Tensor:
 
 
 def check_input(block: str, x: torch.Tensor, channels: int) -> torch.Tensor:
-    """`feature_map(block, x, channels)`. Under any torch.fx tracer (torchvision's feature
-    extraction, timm's FX features, torch.fx.symbolic_trace) the check, which depends on the
-    data's shape, is recorded as one call instead of being traced into: the traced graph keeps it,
-    and TorchScript compiles that graph as it compiles the eager block. Returning x keeps the call
-    in traced graphs, whose dead-code elimination drops calls whose result is unused."""
-    if not torch.jit.is_scripting() and isinstance(x, torch.fx.Proxy):
+    """`feature_map(block, x, channels)`, in a form that TorchScript compiles and that every torch.fx
+    tracer keeps (see `_checked_or_recorded`). Returning x keeps the call in traced graphs, whose
+    dead-code elimination drops calls whose result is unused."""
+    if torch.jit.is_scripting():
+        return feature_map(block, x, channels)
+    return _checked_or_recorded(block, x, channels)
+
+
+@torch.jit.unused  # TorchScript takes the branch above; this one uses torch.fx
+def _checked_or_recorded(block: str, x: torch.Tensor, channels: int) -> torch.Tensor:
+    """The check, or under any torch.fx tracer (torchvision's feature extraction, timm's FX
+    features, torch.fx.symbolic_trace) a call to it recorded in the graph instead of traced into:
+    the check depends on the data's shape. The traced graph keeps it and scripts (it calls
+    `feature_map`)."""
+    if isinstance(x, torch.fx.Proxy):
         return x.tracer.create_proxy("call_function", feature_map, (block, x, channels), {})
     return feature_map(block, x, channels)
