@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+from functools import partial
 
 import timm
 import torch
@@ -50,6 +51,13 @@ def same_keys(state: dict, model) -> dict:
     return state
 
 
+def _construct(cls, **kwargs):
+    """cls(**kwargs), with timm's `in_chans` attribute (the input channels it was built for)."""
+    model = cls(**kwargs)
+    model.in_chans = kwargs.get("in_chans", 3)
+    return model
+
+
 def _source(pretrained_cfg) -> str:
     file = pretrained_cfg.get("file")
     return f"pretrained file {file}" if file else "the pretrained state dict"
@@ -74,7 +82,7 @@ def build(cls, variant: str, pretrained: bool, kwargs: dict | None = None, *, fi
             file=str(overlay["file"]), state_dict=read_state_dict(overlay["file"], "pretrained file"))
     try:
         with torch.device(device) if device is not None else contextlib.nullcontext():
-            model = build_model_with_cfg(cls, variant, pretrained, pretrained_filter_fn=filter_fn,
+            model = build_model_with_cfg(partial(_construct, cls), variant, pretrained, pretrained_filter_fn=filter_fn,
                                          feature_cfg=dict(feature_cls="getter", **(feature_cfg or {})), **kwargs)
     except RuntimeError as e:  # torch's several-line "Error(s) in loading state_dict"
         if not (pretrained and "Error(s) in loading state_dict" in str(e)):
