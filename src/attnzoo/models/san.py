@@ -61,7 +61,7 @@ class SAN(AttnzooNet):
         self.conv_in, self.bn_in = _conv1x1(in_chans, c), nn.BatchNorm2d(c)
         widths = [c, 4 * c, 8 * c, 16 * c, 32 * c]
         prev = c
-        for i, (width, n, k) in enumerate(zip(widths, layers, kernels)):
+        for i, (width, n, k) in enumerate(zip(widths, layers, kernels, strict=True)):
             setattr(self, f"conv{i}", _conv1x1(prev, width))
             setattr(self, f"bn{i}", nn.BatchNorm2d(width))
             blocks = [SANBottleneck(self.sa_type, width, width // 16, width // 4, width, share_planes, k,
