@@ -10,7 +10,9 @@ to a conftest that does what timm's CI does for its own networks, for attnzoo's:
 - timm picks the networks of its forward_intermediates / features-getter tests by module name
   (`FEAT_INTER_FILTERS`, timm's own modules), which would leave attnzoo's out silently: the
   conftest adds attnzoo's networks to every module-filtered list, so those tests run too.
-Every test runs on the CPU (TORCH_DEVICE=cpu, as timm's CI), including the one without a CI marker.
+Every test runs on the CPU (TORCH_DEVICE=cpu, as timm's CI), including those without a CI marker;
+the tests the issues were about run first. `--timeout S` stops the run after S seconds and reports
+the tests not reached as "not run" (results are saved after each test).
 Results go to benchmarks/results/timm_model_tests.{json,md}: one row per network and test, with
 the outcome, and for a skip or failure its reason. Too slow for the suite: run it on its own.
 """
@@ -55,10 +57,24 @@ timm.list_models = _list_models_with_attnzoo
 RESULTS = []
 
 
+# the tests the issues are about first, then timm's order; within a test, the smaller inputs first
+FIRST = ("test_model_forward_fx_torchscript", "test_model_forward_features", "test_model_forward_intermediates",
+         "test_model_forward_intermediates_features", "test_model_default_cfgs")
+
+
+def _order(item):
+    cfg = timm.models.get_pretrained_cfg(item.callspec.params["model_name"]).to_dict()
+    test = item.originalname
+    return (FIRST.index(test) if test in FIRST else len(FIRST), max(cfg["input_size"]))
+
+
 def pytest_collection_modifyitems(config, items):
     keep = [i for i in items if getattr(i, "callspec", None) and i.callspec.params.get("model_name") in ATTNZOO_MODELS]
     config.hook.pytest_deselected(items=[i for i in items if i not in keep])
-    items[:] = keep
+    items[:] = sorted(keep, key=_order)  # stable: timm's order otherwise
+    with open(os.environ["ATTNZOO_TIMM_RESULTS"] + ".selected", "w") as f:
+        json.dump([dict(test=i.originalname, model=i.callspec.params["model_name"], marker=_marker(i))
+                   for i in items], f)
 
 
 def _marker(item):
@@ -81,15 +97,12 @@ def pytest_runtest_makereport(item, call):
         RESULTS.append(dict(test=item.originalname, model=item.callspec.params["model_name"],
                             marker=_marker(item), outcome=report.outcome, seconds=round(report.duration, 2),
                             reason=reason))
-
-
-def pytest_sessionfinish(session):
-    with open(os.environ["ATTNZOO_TIMM_RESULTS"], "w") as f:
-        json.dump(RESULTS, f, indent=1)
+        with open(os.environ["ATTNZOO_TIMM_RESULTS"], "w") as f:  # after each test: a stopped run keeps its results
+            json.dump(RESULTS, f, indent=1)
 '''
 
 
-def run(tests_dir: Path, extra: list[str]) -> list[dict]:
+def run(tests_dir: Path, extra: list[str], timeout: float | None = None) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copy(tests_dir / "test_models.py", tmp)
         Path(tmp, "conftest.py").write_text(CONFTEST)
@@ -98,10 +111,17 @@ def run(tests_dir: Path, extra: list[str]) -> list[dict]:
                    PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
                "--rootdir", tmp, "test_models.py", *extra]
-        subprocess.run(cmd, cwd=tmp, env=env)  # pytest's progress on this process's output
+        try:
+            subprocess.run(cmd, cwd=tmp, env=env, timeout=timeout)  # pytest's progress on this process's output
+        except subprocess.TimeoutExpired:
+            print(f"stopped after {timeout} s: the tests not reached are reported as not run")
         if not raw.exists():
             sys.exit("pytest produced no results (see its output above)")
-        return json.loads(raw.read_text())
+        results = json.loads(raw.read_text())
+        done = {(r["model"], r["test"]) for r in results}
+        selected = json.loads(Path(str(raw) + ".selected").read_text())
+        return results + [dict(s, outcome="not run", seconds=0, reason="stopped at the time limit (--timeout)")
+                          for s in selected if (s["model"], s["test"]) not in done]
 
 
 def markdown(results: list[dict], timm_version: str, source: str) -> str:
@@ -110,12 +130,12 @@ def markdown(results: list[dict], timm_version: str, source: str) -> str:
     by_model = defaultdict(dict)
     for r in results:
         by_model[r["model"]][r["test"]] = r
-    short = {"passed": "pass", "failed": "FAIL", "skipped": "skip"}
+    short = {"passed": "pass", "failed": "FAIL", "skipped": "skip", "not run": "not run"}
     lines = [f"# timm {timm_version} `tests/test_models.py` over attnzoo's networks", "",
              f"Source: {source}. Command: `PYTHONPATH=src python benchmarks/timm_model_tests.py "
              "--timm-tests DIR/tests`.", "",
-             f"**{counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped** "
-             f"of {len(results)}.", "",
+             f"**{counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped, "
+             f"{counts['not run']} not run** of {len(results)} selected.", "",
              "Tests and their CI markers: " + "; ".join(
                  f"`{t}` ({next(r['marker'] for r in results if r['test'] == t)})" for t in tests), "",
              "| network | " + " | ".join(t.removeprefix("test_model_").removeprefix("test_") for t in tests) + " |",
@@ -124,7 +144,7 @@ def markdown(results: list[dict], timm_version: str, source: str) -> str:
         row = by_model[model]
         lines.append(f"| {model} | " + " | ".join(
             short[row[t]["outcome"]] if t in row else "not run" for t in tests) + " |")
-    notes = [r for r in results if r["outcome"] != "passed"]
+    notes = [r for r in results if r["outcome"] in ("failed", "skipped")]
     if notes:
         lines += ["", "## Not passed", "", "| network | test | outcome | reason |", "|---|---|---|---|"]
         lines += [f"| {r['model']} | {r['test']} | {r['outcome']} | {r['reason'].replace('|', '/')} |"
@@ -137,12 +157,13 @@ def main():
     parser.add_argument("--timm-tests", type=Path, required=True, help="the tests/ folder of a timm source tree")
     parser.add_argument("--source", default="", help="where the test file came from, for the report")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "timm_model_tests")
+    parser.add_argument("--timeout", type=float, help="stop after this many seconds; the rest is 'not run'")
     parser.add_argument("pytest_args", nargs="*", help="passed to pytest after `--` (e.g. -k fx)")
     args = parser.parse_args()
     if not (args.timm_tests / "test_models.py").is_file():
         sys.exit(f"{args.timm_tests} has no test_models.py; give the tests/ folder of a timm source tree")
     import timm
-    results = run(args.timm_tests, args.pytest_args)
+    results = run(args.timm_tests, args.pytest_args, args.timeout)
     source = args.source or f"timm {timm.__version__} source, {args.timm_tests}"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(
