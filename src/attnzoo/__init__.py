@@ -73,7 +73,8 @@ def create_model(name: str, **kwargs):
                             "pretrained=True, pretrained_cfg_overlay=dict(file=PATH)")
         # attnzoo's networks read the file themselves (models/_registry.build); timm's are given
         # it read the same way, so that a bad file is one clear line naming it
-        overlay.update(file=str(file), state_dict=read_state_dict(file, "pretrained file")) if file else None
+        if file:
+            overlay.update(file=str(file), state_dict=read_state_dict(file, "pretrained file"))
         kwargs["pretrained_cfg_overlay"] = overlay
     try:
         model = timm.create_model(host, **kwargs)
@@ -81,11 +82,11 @@ def create_model(name: str, **kwargs):
         raise
     except TypeError as e:  # an option the constructor does not take
         raise UserError(f"model '{host}': {e}") from None
-    except (RuntimeError, ValueError, KeyError) as e:  # a timm network's load_state_dict report, several lines
+    except (RuntimeError, ValueError, KeyError) as e:  # a timm network's load_state_dict report
         if not kwargs["pretrained"]:
             raise
-        raise UserError(load_error_line(e, f"pretrained file {file}" if file else "the pretrained state dict",
-                                        host)) from None
+        source = f"pretrained file {file}" if file else "the pretrained state dict"
+        raise UserError(load_error_line(e, source, host)) from None
     if kwargs["pretrained"] and file:  # the cfg names the file, it does not hold its tensors
         model.pretrained_cfg.update(file=str(file), state_dict=None)
     return add_attention(model, block)[0] if block else model

@@ -97,8 +97,9 @@ def describe_mismatch(missing, unexpected, shapes, shown: int = 5) -> str:
     return "; ".join(p for p in parts if p)
 
 
-_SIZE_MISMATCH = re.compile(r"size mismatch for (\S+): copying a param with shape torch\.Size\(\[([^\]]*)\]\) "
-                            r"from checkpoint, the shape in current model is torch\.Size\(\[([^\]]*)\]\)")
+_SIZE_MISMATCH = re.compile(r"size mismatch for (\S+): copying a param with shape "
+                            r"torch\.Size\(\[([^\]]*)\]\) from checkpoint, "
+                            r"the shape in current model is torch\.Size\(\[([^\]]*)\]\)")
 _KEYS = re.compile(r'(Missing|Unexpected) key\(s\) in state_dict: ((?:"[^"]*"(?:, )?)+)')
 
 
@@ -109,8 +110,8 @@ def load_error_line(exc: BaseException, source: str, model_name: str, shown: int
     shapes = [f"{k} ({a}) vs ({b})" for k, a, b in _SIZE_MISMATCH.findall(text)]
     keys = {kind: re.findall(r'"([^"]*)"', found) for kind, found in _KEYS.findall(text)}
     detail = describe_mismatch(keys.get("Missing", []), keys.get("Unexpected", []), shapes, shown=shown)
-    return (f"{source} does not fit model '{model_name}': "
-            + (detail.replace("shape mismatches:", "shape mismatches (file vs model):") or first_sentence(exc)))
+    detail = detail.replace("shape mismatches:", "shape mismatches (file vs model):")
+    return f"{source} does not fit model '{model_name}': " + (detail or first_sentence(exc))
 
 
 def load_state_strict(model: nn.Module, state: dict, source: str) -> None:

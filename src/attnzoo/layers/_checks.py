@@ -23,7 +23,8 @@ def feature_map(block: str, x: torch.Tensor, channels: int) -> torch.Tensor:
 def min_size(what: str, x: torch.Tensor, least: int) -> torch.Tensor:
     """x, unless its height or width is below `least` (UserError)."""
     if x.shape[-2] < least or x.shape[-1] < least:
-        raise UserError(f"{what} needs inputs of at least {least}x{least} pixels, got {x.shape[-2]}x{x.shape[-1]}")
+        raise UserError(f"{what} needs inputs of at least {least}x{least} pixels, "
+                        f"got {x.shape[-2]}x{x.shape[-1]}")
     return x
 
 

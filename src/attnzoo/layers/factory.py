@@ -23,8 +23,9 @@ from .se import SE
 from .shift_balance import BNSqueezeExcite, ShiftBalance
 
 
-def gather_excite(channels: int, use_mlp: bool = True, rd_ratio: float = 1. / 16, rd_channels: int | None = None,
-                  rd_divisor: int = 1, act_layer=nn.ReLU, extra_params: bool = False, **kwargs) -> GatherExcite:
+def gather_excite(channels: int, use_mlp: bool = True, rd_ratio: float = 1. / 16,
+                  rd_channels: int | None = None, rd_divisor: int = 1, act_layer=nn.ReLU,
+                  extra_params: bool = False, **kwargs) -> GatherExcite:
     """timm's `GatherExcite` (parameter-free gather), with its MLP built here: timm 1.0.31's
     constructor passes its device/dtype dict to `ConvMlp` as positional arguments (`*dd`), which
     fails ("got multiple values for argument 'act_layer'"); so it is built without the MLP and then

@@ -59,7 +59,8 @@ class AttnzooNet(nn.Module):
 
         def place(*modules):
             for m in modules:
-                m.to(device=like.device, dtype=like.dtype) if like is not None else None
+                if like is not None:
+                    m.to(device=like.device, dtype=like.dtype)
                 m.train(self.training)
             return modules if len(modules) > 1 else modules[0]
         return place

@@ -47,7 +47,8 @@ def same_keys(state: dict, model) -> dict:
     missing, unexpected, _ = state_mismatch(own, {k: v for k, v in state.items() if not k.startswith(heads)})
     if missing or unexpected:  # shapes are left to load_state_dict (LESA resamples its tables)
         raise UserError(f"{_source(model.pretrained_cfg)} does not fit model "
-                        f"'{model.pretrained_cfg.get('architecture')}': " + describe_mismatch(missing, unexpected, []))
+                        f"'{model.pretrained_cfg.get('architecture')}': "
+                        + describe_mismatch(missing, unexpected, []))
     return state
 
 
@@ -82,13 +83,14 @@ def build(cls, variant: str, pretrained: bool, kwargs: dict | None = None, *, fi
             file=str(overlay["file"]), state_dict=read_state_dict(overlay["file"], "pretrained file"))
     try:
         with torch.device(device) if device is not None else contextlib.nullcontext():
-            model = build_model_with_cfg(partial(_construct, cls), variant, pretrained, pretrained_filter_fn=filter_fn,
-                                         feature_cfg=dict(feature_cls="getter", **(feature_cfg or {})), **kwargs)
+            model = build_model_with_cfg(partial(_construct, cls), variant, pretrained,
+                                         pretrained_filter_fn=filter_fn,
+                                         feature_cfg=dict(feature_cls="getter", **(feature_cfg or {})),
+                                         **kwargs)
     except RuntimeError as e:  # torch's several-line "Error(s) in loading state_dict"
         if not (pretrained and "Error(s) in loading state_dict" in str(e)):
             raise
-        source = f"pretrained file {overlay['file']}" if overlay.get("file") else "the pretrained state dict"
-        raise UserError(load_error_line(e, source, variant)) from None
+        raise UserError(load_error_line(e, _source(overlay), variant)) from None
     if read:  # the cfg names the file; it does not keep its tensors
         model.pretrained_cfg.update(state_dict=None)
     return model.to(dtype=dtype) if dtype is not None else model
