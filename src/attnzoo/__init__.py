@@ -13,7 +13,7 @@ from .errors import UserError
 from .layers import get_attn
 from .models import ATTNZOO_MODELS
 from .models.surgery import add_attention, load_host_weights, split_model_name
-from .weights import read_state_dict
+from .weights import load_error_line, read_state_dict
 
 __version__ = "0.1.0"
 __all__ = ["add_attention", "create_model", "get_attn", "list_models", "load_host_weights",
@@ -71,8 +71,10 @@ def create_model(name: str, **kwargs):
         if not file and overlay.get("state_dict") is None:
             raise UserError(f"model '{name}': attnzoo downloads no weights; give a local file: "
                             "pretrained=True, pretrained_cfg_overlay=dict(file=PATH)")
-        if file:  # read here (attnzoo's reader), so that a bad file is one clear line
-            overlay.update(file=None, state_dict=read_state_dict(file, "pretrained file"))
+        # attnzoo's networks read the file themselves (models/_registry.build); timm's are given
+        # it read the same way, so that a bad file is one clear line naming it
+        if file:
+            overlay.update(file=str(file), state_dict=read_state_dict(file, "pretrained file"))
         kwargs["pretrained_cfg_overlay"] = overlay
     try:
         model = timm.create_model(host, **kwargs)
@@ -80,11 +82,11 @@ def create_model(name: str, **kwargs):
         raise
     except TypeError as e:  # an option the constructor does not take
         raise UserError(f"model '{host}': {e}") from None
-    except (RuntimeError, ValueError, KeyError) as e:  # load_state_dict's report, several lines
+    except (RuntimeError, ValueError, KeyError) as e:  # a timm network's load_state_dict report
         if not kwargs["pretrained"]:
             raise
-        raise UserError(f"pretrained weights do not fit model '{host}': "
-                        + " ".join(str(e).split())[:400]) from None
+        source = f"pretrained file {file}" if file else "the pretrained state dict"
+        raise UserError(load_error_line(e, source, host)) from None
     if kwargs["pretrained"] and file:  # the cfg names the file, it does not hold its tensors
         model.pretrained_cfg.update(file=str(file), state_dict=None)
     return add_attention(model, block)[0] if block else model

@@ -1,21 +1,26 @@
 """Reading and strictly loading state dicts from files, without executing pickled code.
 
-Shared by checkpoints, `attnzoo convert` and backbone weights: a file is read with safetensors
-or `torch.load(weights_only=True)`, the usual containers are unwrapped, DataParallel's `module.`
-prefix is stripped, and a state dict that does not fit a model is refused with the missing,
-unexpected and mis-shaped keys named.
+Shared by checkpoints, `attnzoo convert`, backbone and pretrained weights: a file is read by timm's
+checkpoint loader (`timm.models.load_state_dict`: safetensors, or `torch.load(weights_only=True)`,
+the usual containers unwrapped, DataParallel's and torch.compile's prefixes stripped), and a state
+dict that does not fit a model is refused with the missing, unexpected and mis-shaped keys named,
+on one line.
 """
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
 import torch
+from timm.models import clean_state_dict, load_state_dict
 from torch import nn
 
 from .errors import UserError, first_sentence
 
-CONTAINER_KEYS = ("state_dict", "model", "model_state_dict", "net", "state_dict_ema", "model_ema")
+# containers timm's loader does not unwrap (it takes 'state_dict' and 'model'; EMA weights only when
+# asked, and here the plain weights come first)
+OTHER_CONTAINER_KEYS = ("model_state_dict", "net", "state_dict_ema", "model_ema")
 
 
 def read_state_dict(path, what: str = "checkpoint") -> dict:
@@ -24,21 +29,20 @@ def read_state_dict(path, what: str = "checkpoint") -> dict:
     if not path.is_file():
         raise UserError(f"{what} {path} does not exist")
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            obj = load_file(str(path))
-        else:
-            obj = torch_load(path)
+        if path.suffix != ".safetensors":
+            check_torch_file(path)
+        with warnings.catch_warnings():  # a foreign file's pickle protocol: its refusal is the error
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = load_state_dict(str(path), use_ema=False, weights_only=True)
     except Exception as e:  # noqa: BLE001 - truncated file, foreign pickle, not a checkpoint
         raise UserError(f"{what} {path} cannot be read safely as a state dict ({load_failure(e)})") from None
-    for key in CONTAINER_KEYS:
+    for key in OTHER_CONTAINER_KEYS:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
+            obj = clean_state_dict(obj[key])
             break
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise UserError(f"{what} {path} holds no state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+    return obj
 
 
 def torch_load(path):
@@ -91,6 +95,23 @@ def describe_mismatch(missing, unexpected, shapes, shown: int = 5) -> str:
              f"unexpected keys: {head(unexpected)}" if unexpected else "",
              f"shape mismatches: {head(shapes)}" if shapes else ""]
     return "; ".join(p for p in parts if p)
+
+
+_SIZE_MISMATCH = re.compile(r"size mismatch for (\S+): copying a param with shape "
+                            r"torch\.Size\(\[([^\]]*)\]\) from checkpoint, "
+                            r"the shape in current model is torch\.Size\(\[([^\]]*)\]\)")
+_KEYS = re.compile(r'(Missing|Unexpected) key\(s\) in state_dict: ((?:"[^"]*"(?:, )?)+)')
+
+
+def load_error_line(exc: BaseException, source: str, model_name: str, shown: int = 3) -> str:
+    """torch's multi-line "Error(s) in loading state_dict" as one line: the file, the model, and
+    the first missing, unexpected and mis-shaped keys (with the file's and the model's shapes)."""
+    text = str(exc)
+    shapes = [f"{k} ({a}) vs ({b})" for k, a, b in _SIZE_MISMATCH.findall(text)]
+    keys = {kind: re.findall(r'"([^"]*)"', found) for kind, found in _KEYS.findall(text)}
+    detail = describe_mismatch(keys.get("Missing", []), keys.get("Unexpected", []), shapes, shown=shown)
+    detail = detail.replace("shape mismatches:", "shape mismatches (file vs model):")
+    return f"{source} does not fit model '{model_name}': " + (detail or first_sentence(exc))
 
 
 def load_state_strict(model: nn.Module, state: dict, source: str) -> None:

@@ -1,17 +1,26 @@
-"""Every block traces with torch.fx the way timm and torchvision extract features (timm's leaf
-registration), and compiles with TorchScript unless `NOT_SCRIPTABLE` names it; both give the
-eager outputs."""
+"""Every block traces with torch.fx the way timm and torchvision extract features (timm's
+extractor, with its leaf registration, and torchvision's own, with a plain tracer), the traced
+graph compiles with TorchScript, and the eager block compiles too unless `NOT_SCRIPTABLE` names
+it; all give the eager outputs. Every name `block_names()` offers builds, runs and traces."""
 import copy
+import re
 import warnings
 
 import pytest
+import timm.layers
 import torch
-from timm.layers import create_feature_extractor, get_graph_node_names
+import torchvision.models.feature_extraction as tv_fx
 from torch import nn
 
 from attnzoo.errors import UserError
 from attnzoo.layers import (LESA, LSAS, NOT_SCRIPTABLE, SAM, SE, BNSqueezeExcite, InterventionalClassifier,
                             SANBottleneck, ShiftBalance)
+from attnzoo.layers.factory import block_names, create_block
+
+EXTRACTORS = {  # name -> (get_graph_node_names, create_feature_extractor)
+    "timm": (timm.layers.get_graph_node_names, timm.layers.create_feature_extractor),
+    "torchvision": (tv_fx.get_graph_node_names, tv_fx.create_feature_extractor),
+}
 
 BLOCKS = {  # name -> (constructor, input shape)
     "se": (lambda: SE(16), (2, 16, 5, 5)),
@@ -60,8 +69,10 @@ def _script(module):
         return torch.jit.script(module)
 
 
+@pytest.mark.parametrize("extractor", EXTRACTORS)
 @pytest.mark.parametrize("name", BLOCKS)
-def test_fx_feature_extraction_equals_eager(name):
+def test_fx_feature_extraction_equals_eager(name, extractor):
+    get_graph_node_names, create_feature_extractor = EXTRACTORS[extractor]
     block, x = _make(name)
     model = Wrapper(block)
     train_nodes, eval_nodes = get_graph_node_names(model)
@@ -77,20 +88,65 @@ def test_fx_feature_extraction_equals_eager(name):
     torch.testing.assert_close(xg.grad, xr.grad, rtol=0, atol=1e-6)
 
 
-def test_fx_keeps_the_data_dependent_checks():
-    """The checks are leaves, not traced away: the traced module still rejects a wrong input."""
-    for name, bad in (("lesa", (1, 16, 5, 5)), ("sam_pairwise", (1, 8, 1, 1)), ("ida_heavy", (1, 8, 3, 3))):
+@pytest.mark.parametrize("name", BLOCKS)
+def test_traced_graph_scripts(name):
+    """FX, then TorchScript (timm's test_model_forward_fx_torchscript): the leaves compile too."""
+    block, x = _make(name)
+    traced = tv_fx.create_feature_extractor(Wrapper(block).eval(), ["block"]).eval()
+    if isinstance(block, NOT_SCRIPTABLE):
+        with pytest.raises(Exception):  # noqa: B017 - whatever TorchScript says about autograd functions
+            _script(traced)
+        return
+    with torch.no_grad():
+        torch.testing.assert_close(_script(traced)(x)["block"], block.eval()(x), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("extractor", EXTRACTORS)
+def test_fx_keeps_the_data_dependent_checks(extractor):
+    """The checks are leaves, not traced away: the traced module still rejects a wrong input, with
+    the eager error."""
+    get_graph_node_names, create_feature_extractor = EXTRACTORS[extractor]
+    for name, bad, says in (("lesa", (1, 16, 5, 5), "LESA block built for 4x5"),
+                            ("sam_pairwise", (1, 8, 1, 1), "reflection padding"),
+                            ("ida_heavy", (1, 8, 3, 3), "IDA head expects a feature map (N, 16, H, W)"),
+                            ("se", (1, 8, 3, 3), "SE expects a feature map (N, 16, H, W), got shape [1, 8, 3, 3]")):
         block, _ = _make(name)
         traced = create_feature_extractor(Wrapper(block).eval(), {get_graph_node_names(Wrapper(block))[1][-1]: "out"})
-        with pytest.raises(UserError):
-            traced(torch.randn(bad))
+        for run in (block.eval(), traced):
+            with pytest.raises(UserError, match=re.escape(says)):
+                run(torch.randn(bad))
+
+
+# blocks whose own forward (timm's) does not trace: GatherExcite branches on the gathered map's size
+NOT_TRACEABLE = ("ge",)
+
+
+@pytest.mark.parametrize("name", block_names())
+def test_every_offered_block_builds_runs_and_traces(name):
+    torch.manual_seed(0)
+    block = create_block(name, 16, **(dict(fmap_size=6) if name == "lesa" else {})).eval()
+    x = torch.randn(2, 16, 6, 6)
+    with torch.no_grad():
+        out = block(x)
+        assert out.shape == x.shape and torch.isfinite(out).all()
+        if name in NOT_TRACEABLE:
+            with pytest.raises(torch.fx.proxy.TraceError):
+                tv_fx.create_feature_extractor(Wrapper(block), ["block"])
+            return
+        traced = tv_fx.create_feature_extractor(Wrapper(block).eval(), ["block"]).eval()
+        torch.testing.assert_close(traced(x)["block"], out, rtol=0, atol=1e-6)
+
+
+def test_ge_refuses_what_timm_cannot_build():
+    with pytest.raises(UserError, match="extra_params"):
+        create_block("ge", 16, extra_params=True)
 
 
 @pytest.mark.parametrize("name", BLOCKS)
 def test_torchscript_equals_eager_or_is_named_as_unsupported(name):
     block, x = _make(name)
     if isinstance(block, NOT_SCRIPTABLE):
-        with pytest.raises(Exception):
+        with pytest.raises(Exception):  # noqa: B017 - whatever TorchScript says about autograd functions
             _script(block)
         return
     scripted = _script(copy.deepcopy(block))

@@ -10,9 +10,11 @@ import warnings
 
 import pytest
 import timm
+import timm.layers
 import torch
+import torchvision.models.feature_extraction as tv_fx
+import torchvision.models.resnet as tv_resnet
 from safetensors.torch import save_file
-from timm.layers import create_feature_extractor, get_graph_node_names
 from timm.models._features import FeatureGetterNet
 
 import attnzoo
@@ -153,7 +155,7 @@ def test_forward_intermediates_and_pruning(name):
         final, feats = model.forward_intermediates(x)
         assert torch.equal(final, model.forward_features(x))
         assert len(feats) == len(info) >= 3
-        for f, i in zip(feats, info):
+        for f, i in zip(feats, info, strict=True):
             assert f.shape == (2, i["num_chs"], x.shape[2] // i["reduction"], x.shape[3] // i["reduction"])
         assert [t.shape for t in model.forward_intermediates(x, indices=2, intermediates_only=True)] == \
             [t.shape for t in feats[-2:]]
@@ -163,7 +165,7 @@ def test_forward_intermediates_and_pruning(name):
         assert kept == [0, 1] and model.num_classes == 0
         assert torch.equal(model.forward_features(x), feats[1]) and torch.equal(model(x), feats[1])
         again = model.forward_intermediates(x, indices=[0, 1], intermediates_only=True)
-        assert len(again) == 2 and all(torch.equal(a, b) for a, b in zip(again, feats))
+        assert len(again) == 2 and all(torch.equal(a, b) for a, b in zip(again, feats, strict=False))
 
 
 @pytest.mark.parametrize("name", SAMPLED)
@@ -184,7 +186,7 @@ def test_features_only(name):
     assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in full.parameters())
     with torch.no_grad():
         expected = full.forward_intermediates(x, indices=list(wanted), intermediates_only=True)
-        assert all(torch.equal(a, b) for a, b in zip(pruned(x), expected))
+        assert all(torch.equal(a, b) for a, b in zip(pruned(x), expected, strict=True))
 
 
 @pytest.mark.parametrize("name", ["resnet20_cifar", "sb_vgg16_cifar", "san10_pairwise", "lesa_resnet50", "ida"])
@@ -198,7 +200,7 @@ def test_feature_classes_take_the_same_maps(name):
         net = timm.create_model(name, features_only=True, feature_cls=cls, out_indices=(0, 1, 2, 3), **kwargs)
         with torch.no_grad():
             outs[cls] = list(net.eval()(x))
-    assert all(torch.equal(a, b) for cls in ("fx", "hook") for a, b in zip(outs["getter"], outs[cls]))
+    assert all(torch.equal(a, b) for cls in ("fx", "hook") for a, b in zip(outs["getter"], outs[cls], strict=True))
 
 
 @pytest.mark.parametrize("name, kwargs, size", [
@@ -212,17 +214,89 @@ def test_detector_style_features(name, kwargs, size):
     assert [o.shape[1] for o in outs] == net.feature_info.channels() == [256, 512, 1024, 2048]
 
 
+EXTRACTORS = {  # name -> (get_graph_node_names, create_feature_extractor)
+    "timm": (timm.layers.get_graph_node_names, timm.layers.create_feature_extractor),  # with timm's leaves
+    "torchvision": (tv_fx.get_graph_node_names, tv_fx.create_feature_extractor),  # a plain torch.fx tracer
+}
+
+
+@pytest.mark.parametrize("extractor", EXTRACTORS)
 @pytest.mark.parametrize("name", SAMPLED)
-def test_fx_trace(name):
-    model = _create(name).eval()
-    x = _input(name)
+def test_fx_feature_extraction(name, extractor):
+    """The stage outputs (feature_info's modules) and the logits, as forward_intermediates and
+    forward give them; gradients reach every parameter through the train-mode graph."""
+    get_graph_node_names, create_feature_extractor = EXTRACTORS[extractor]
+    model = _create(name, num_classes=3).eval()
+    x = _input(name, batch=1)
     _, eval_nodes = get_graph_node_names(model)
-    fx = create_feature_extractor(model, return_nodes=[eval_nodes[-1]])
+    stages = [i["module"] for i in model.feature_info]
+    fx = create_feature_extractor(model, return_nodes=stages + [eval_nodes[-1]])
     with torch.no_grad():
-        assert torch.allclose(next(iter(fx(x).values())), model(x), atol=1e-5)
+        expected = model.forward_intermediates(x)[1] + [model(x)]
+        for a, b in zip(fx(x).values(), expected, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     train = create_feature_extractor(model.train(), return_nodes=[eval_nodes[-1]])
-    next(iter(train(x).values())).float().mean().backward()
+    next(iter(train(_input(name)).values())).float().mean().backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+HOSTS = {  # add_attention's host families, each at its smallest: name -> (build, input side)
+    "torchvision_basic": (lambda: tv_resnet.resnet18(num_classes=3), 32),
+    "torchvision_bottleneck": (lambda: tv_resnet.ResNet(tv_resnet.Bottleneck, [1, 1, 1, 1], num_classes=3), 32),
+    "timm_basic": (lambda: timm.create_model("resnet10t", num_classes=3), 32),
+    "timm_bottleneck_se": (lambda: timm.create_model("seresnet50", num_classes=3, layers=[1, 1, 1, 1]), 32),
+    "timm_regnety": (lambda: timm.create_model("regnety_002", num_classes=3), 32),
+    "timm_convnext": (lambda: timm.create_model("convnext_atto", num_classes=3), 32),
+    "attnzoo_cifar": (lambda: timm.create_model("resnet20_cifar", num_classes=3), 32),
+}
+
+
+@pytest.mark.parametrize("position", ["end", "beside"])
+@pytest.mark.parametrize("host", HOSTS)
+def test_torchvision_feature_extraction_on_every_add_attention_host(host, position):
+    build, size = HOSTS[host]
+    torch.manual_seed(0)
+    model = attnzoo.add_attention(build(), "lsas_se", position=position)[0].eval()
+    x = torch.randn(1, 3, size, size)
+    _, eval_nodes = tv_fx.get_graph_node_names(model)  # node names found here, not assumed
+    attn_nodes = [n for n in eval_nodes if ".attn" in n or ".se" in n][-1:]
+    fx = tv_fx.create_feature_extractor(model, return_nodes=attn_nodes + [eval_nodes[-1]])
+    with torch.no_grad():
+        outs = fx(x)
+        torch.testing.assert_close(outs[eval_nodes[-1]], model(x), rtol=1e-5, atol=1e-5)
+    assert attn_nodes and outs[attn_nodes[0]].dim() == 4  # an inserted block's output, taken by name
+
+
+@pytest.mark.parametrize("name", ["san10_pairwise", "san19_patchwise"])
+def test_min_input_size_is_the_true_minimum(name):
+    """Works at the cfg's min_input_size, fails one stride below with a one-line error."""
+    cfg = timm.models.get_pretrained_cfg(name).to_dict()
+    side, stride = cfg["min_input_size"][-1], 32
+    torch.manual_seed(0)
+    model = timm.create_model(name, layers=(1, 1, 1, 1, 1), num_classes=3).eval()  # the kernels of `name`
+    assert model.feature_info[-1]["reduction"] == stride and model.min_size == side
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, side, side)).shape == (1, 3)
+        assert model(torch.randn(1, 3, side, side + 1)).shape == (1, 3)
+        for h, w in ((side - 1, side), (side, side - stride)):
+            with pytest.raises(UserError, match=f"at least {side}x{side} pixels, got {h}x{w}"):
+                model(torch.randn(1, 3, h, w))
+        traced = tv_fx.create_feature_extractor(model, return_nodes=["relu4"])  # the check stays in the graph
+        with pytest.raises(UserError, match=f"at least {side}x{side}"):
+            traced(torch.randn(1, 3, side - stride, side - stride))
+
+
+def test_device_and_dtype_options_the_timm_way():
+    """timm's create_model(device=..., dtype=...): built there; a new head follows the network."""
+    model = timm.create_model("lsas_senet_cifar", depth=11, device="meta", dtype=torch.float64)
+    assert {t.device.type for t in model.state_dict().values()} == {"meta"}
+    assert {p.dtype for p in model.parameters()} == {torch.float64} and model.in_chans == 3
+    model.eval().reset_classifier(4)
+    assert model.fc.weight.device.type == "meta" and model.fc.weight.dtype == torch.float64
+    assert not model.fc.training
+    vgg = timm.create_model("vgg16_cifar", device="meta", num_classes=0, global_pool="")
+    vgg.reset_classifier(5)  # classes bring back the pooled MLP head, on the network's device
+    assert vgg.fc.weight.device.type == "meta" and vgg.global_pool.pool_type == "avg"
 
 
 @pytest.mark.parametrize("name", SCRIPTED + UNSCRIPTABLE)
@@ -232,7 +306,7 @@ def test_torchscript(name):
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated upstream
         if name in UNSCRIPTABLE:
             assert any(isinstance(m, NOT_SCRIPTABLE) for m in model.modules())
-            with pytest.raises(Exception):
+            with pytest.raises(Exception):  # noqa: B017 - TorchScript's message about autograd functions
                 torch.jit.script(model)
             return
         scripted = torch.jit.script(model)
@@ -249,7 +323,7 @@ def test_grad_checkpointing_gives_the_same_gradients():
         model.zero_grad()
         model.set_grad_checkpointing(True)
         model(x).sum().backward()
-        assert all(torch.allclose(a, p.grad, atol=1e-5) for a, p in zip(plain, model.parameters()))
+        assert all(torch.allclose(a, p.grad, atol=1e-5) for a, p in zip(plain, model.parameters(), strict=True))
 
 
 @pytest.mark.parametrize("fmt", ["safetensors", "pth"])
@@ -271,28 +345,37 @@ def test_local_weights_the_timm_way(tmp_path, fmt):
     assert torch.allclose(gray.conv1.weight, source.conv1.weight.sum(1, keepdim=True))
 
 
-def test_bad_weight_files_are_one_line_user_errors(tmp_path):
+@pytest.mark.parametrize("create", [timm.create_model, attnzoo.create_model])
+def test_bad_weight_files_are_one_line_user_errors_naming_the_file(tmp_path, create):
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
     wrong = tmp_path / "wrong.safetensors"
     save_file(_create("resnet20_cifar").state_dict(), str(wrong))
-
-    def create(path, **kw):
-        return attnzoo.create_model("senet_cifar", depth=11, pretrained=True,
-                                    pretrained_cfg_overlay=dict(file=str(path)), **kw)
-
-    for path, match in ((tmp_path / "none.pth", "does not exist"), (junk, "cannot be read safely"),
-                        (wrong, "does not fit 'senet_cifar'.*missing keys")):
-        with pytest.raises(UserError, match=match) as err:
-            create(path)
-        assert "\n" not in str(err.value)
-    with pytest.raises(UserError, match="downloads no weights"):
-        attnzoo.create_model("senet_cifar", pretrained=True)
     shapes = tmp_path / "shapes.safetensors"  # the same keys, a wider SE
     save_file(_create("senet_cifar", attn_kwargs=dict(rd_ratio=0.5)).state_dict(), str(shapes))
-    with pytest.raises(UserError, match="do not fit model 'senet_cifar'.*size mismatch") as err:
-        create(shapes)
-    assert "\n" not in str(err.value)
+
+    for path, facts in ((tmp_path / "none.pth", ["does not exist"]), (junk, ["cannot be read"]),
+                        (wrong, ["senet_cifar", "missing keys", "layer1.0.conv3.weight"]),
+                        # the first mis-shaped key, with the file's and the model's shapes
+                        (shapes, ["senet_cifar", "layer1.0.attn.fc1.weight (32, 64) vs (4, 64)"])):
+        with pytest.raises(UserError) as err:
+            create("senet_cifar", depth=11, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+        message = str(err.value)
+        assert "\n" not in message and str(path) in message and all(f in message for f in facts), message
+
+
+def test_pretrained_without_a_file_is_refused():
+    with pytest.raises(UserError, match="downloads no weights"):
+        attnzoo.create_model("senet_cifar", pretrained=True)
+
+
+def test_a_timm_network_with_unfitting_weights_is_one_line_naming_the_file(tmp_path):
+    wrong = tmp_path / "resnet10t.safetensors"
+    save_file(timm.create_model("resnet10t", num_classes=4).state_dict(), str(wrong))
+    with pytest.raises(UserError) as err:  # the same classes: timm loads strictly, the stem differs
+        attnzoo.create_model("resnet18", num_classes=4, pretrained=True, pretrained_cfg_overlay=dict(file=str(wrong)))
+    message = str(err.value)
+    assert "\n" not in message and str(wrong) in message and "resnet18" in message and " vs " in message
 
 
 @pytest.mark.parametrize("name, kwargs", [("lsas_senet_cifar", dict(depth=11)), ("resnet18", {})])

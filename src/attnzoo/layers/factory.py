@@ -4,13 +4,15 @@
 attnzoo's own blocks come first (channel attention: `se` the LSAS seed's SE; `lsas_se`,
 `lsas_eca`, `lsas_cbam` LSAS sub-attention of `order` 0-5 on SE / ECA / CBAM's channel gate;
 `sb` Shift-and-Balance; `se_bn` the SB seed's SE with BatchNorm; `lesa` LESA with C -> C
-channels, which needs `fmap_size`, the side of the feature map it sees); the names of
-`TIMM_BLOCKS` are handed to `timm.layers.get_attn` (eca, cbam, gc, ...). A block is built as
-`Block(channels, **attn_kwargs)` and maps (N, C, H, W) -> (N, C, H, W).
+channels, which needs `fmap_size`, the side of the feature map it sees; `ge` timm's
+Gather-Excite, see `gather_excite`); the names of `TIMM_BLOCKS` are handed to
+`timm.layers.get_attn` (eca, cbam, gc, ...). A block is built as `Block(channels, **attn_kwargs)`
+and maps (N, C, H, W) -> (N, C, H, W).
 """
 from functools import partial
 
 import timm.layers
+from timm.layers import ConvMlp, GatherExcite, get_act_layer, make_divisible
 from torch import nn
 
 from ..errors import UserError, choices_hint
@@ -19,6 +21,25 @@ from .lesa import lesa_block
 from .lsas import LSAS
 from .se import SE
 from .shift_balance import BNSqueezeExcite, ShiftBalance
+
+
+def gather_excite(channels: int, use_mlp: bool = True, rd_ratio: float = 1. / 16,
+                  rd_channels: int | None = None, rd_divisor: int = 1, act_layer=nn.ReLU,
+                  extra_params: bool = False, **kwargs) -> GatherExcite:
+    """timm's `GatherExcite` (parameter-free gather), with its MLP built here: timm 1.0.31's
+    constructor passes its device/dtype dict to `ConvMlp` as positional arguments (`*dd`), which
+    fails ("got multiple values for argument 'act_layer'"); so it is built without the MLP and then
+    given the `ConvMlp` it would have made. `extra_params=True` (gather convolutions) has the same
+    fault in its convolutions and norms, and is refused."""
+    if extra_params:
+        raise UserError("attention block 'ge': extra_params=True is not supported (timm's GatherExcite "
+                        "cannot build its gather convolutions); valid: extra_params=False")
+    block = GatherExcite(channels, use_mlp=False, act_layer=act_layer, **kwargs)
+    if use_mlp:
+        rd_channels = rd_channels or make_divisible(channels * rd_ratio, rd_divisor, round_limit=0.)
+        block.mlp = ConvMlp(channels, rd_channels, act_layer=get_act_layer(act_layer))  # (N, C, 1, 1) -> same
+    return block
+
 
 # attnzoo blocks: name -> callable(channels, **kwargs) -> nn.Module
 ATTNZOO_BLOCKS: dict = {
@@ -29,9 +50,10 @@ ATTNZOO_BLOCKS: dict = {
     "sb": ShiftBalance,
     "se_bn": BNSqueezeExcite,
     "lesa": lesa_block,
+    "ge": gather_excite,
 }
 
-TIMM_BLOCKS = ("ese", "eca", "ecam", "ceca", "ge", "gc", "gca", "cbam", "lcbam", "coord", "scoord")
+TIMM_BLOCKS = ("ese", "eca", "ecam", "ceca", "gc", "gca", "cbam", "lcbam", "coord", "scoord")
 
 
 def block_names() -> list[str]:

@@ -49,6 +49,8 @@ from ..errors import UserError
 from ..ops.lesa import attention_probabilities, check_options, lesa_attention
 from ._checks import check_channels, check_input
 
+torch.fx.wrap("lesa_attention")  # a leaf for every torch.fx tracer (torchvision's too), not only timm's
+
 
 def _pair(size) -> tuple[int, int]:
     if isinstance(size, int):
@@ -284,6 +286,7 @@ class LESA(nn.Module):
 
 
 @register_notrace_function  # a data-dependent check: a leaf when FX traces the block
+@torch.fx.wrap
 def check_fmap_size(x: torch.Tensor, fmap_size: tuple[int, int]) -> torch.Tensor:
     """x, unless its (H, W) is not the one a block was built for (UserError). Returning x keeps the
     check in traced graphs, whose dead-code elimination drops calls whose result is unused."""

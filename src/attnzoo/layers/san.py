@@ -20,6 +20,9 @@ from ..errors import UserError, choices_hint
 from ..ops import aggregation, subtraction, subtraction2  # FX leaves: module globals, so timm's tracer wraps them
 from ._checks import check_channels, check_input
 
+# torch.fx leaves for every tracer (torchvision's feature extraction too), not only timm's
+torch.fx.wrap("aggregation"), torch.fx.wrap("subtraction"), torch.fx.wrap("subtraction2")
+
 SA_TYPES = {"pairwise": 0, "patchwise": 1}
 
 
@@ -33,6 +36,7 @@ def sa_type_name(sa_type) -> str:
 
 
 @register_notrace_function  # sizes read from x: a leaf when FX traces SAM
+@torch.fx.wrap
 def position_grid(like: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) -> (1, 2, H, W): normalised x (channel 0) and y (channel 1) coordinates in [-1, 1]."""
     height, width = like.shape[-2], like.shape[-1]

@@ -16,8 +16,8 @@ empties the modules of the dropped stages; SAN and VGG, whose stages start with 
 would still run, then go stage by stage through `_stages()`, so that `forward_features` ends at the
 last kept stage.
 """
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: FX copies the root forward's annotations into the
+# traced code, where a string annotation ('torch.Tensor') is a name TorchScript cannot resolve.
 import torch
 import torch.nn.functional as F
 from timm.layers import create_classifier
@@ -52,6 +52,19 @@ class AttnzooNet(nn.Module):
         self.num_features, self.drop_rate = num_features, drop_rate
         self.reset_classifier(num_classes, global_pool)
 
+    def _placement(self):
+        """A function putting new modules (a new head) on the network's current device and dtype, in
+        its training mode; taken before the old head is replaced."""
+        like = next(self.parameters(), None)
+
+        def place(*modules):
+            for m in modules:
+                if like is not None:
+                    m.to(device=like.device, dtype=like.dtype)
+                m.train(self.training)
+            return modules if len(modules) > 1 else modules[0]
+        return place
+
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
         return self.fc
@@ -61,7 +74,8 @@ class AttnzooNet(nn.Module):
         unless `global_pool` is given."""
         pool = global_pool if global_pool is not None else self.global_pool.pool_type
         self.num_classes = num_classes
-        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, check_pool(pool))
+        place = self._placement()
+        self.global_pool, self.fc = place(*create_classifier(self.num_features, num_classes, check_pool(pool)))
         self.head_hidden_size = self.num_features * self.global_pool.feat_mult()  # pre_logits width
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

@@ -176,6 +176,7 @@ class IDANet(AttnzooNet):
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         pool = check_pool(global_pool if global_pool is not None else self.global_pool.pool_type)
+        place = self._placement()
         self.num_classes = num_classes
         self.global_pool = SelectAdaptivePool2d(pool_type=pool, flatten=bool(pool))
         self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
@@ -186,6 +187,7 @@ class IDANet(AttnzooNet):
             self.head = InterventionalClassifier(self.num_features, num_classes, **self._head_kwargs)
         else:
             self.head = nn.Linear(self.head_hidden_size, num_classes)
+        place(self.global_pool, self.head)
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:

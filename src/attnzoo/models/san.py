@@ -20,6 +20,7 @@ from timm.models import generate_default_cfgs
 from torch import nn
 
 from ..errors import UserError
+from ..layers._checks import check_min_size
 from ..layers.san import SANBottleneck, sa_type_name
 from ._base import AttnzooNet
 from ._registry import build, cfg, register
@@ -30,7 +31,9 @@ SAN_KERNELS = (3, 7, 7, 7, 7)
 
 default_cfgs = generate_default_cfgs({
     f"san{depth}_{kind}": cfg("Exploring Self-attention for Image Recognition (CVPR 2020)",
-                              "https://github.com/hszhao/SAN", "mit", first_conv="conv_in")
+                              "https://github.com/hszhao/SAN", "mit", first_conv="conv_in",
+                              # the last stage's 7x7 reflection padding (3) needs a 4x4 map: 128 / 32
+                              min_input_size=(3, 128, 128))
     for depth in SAN_LAYERS for kind in ("pairwise", "patchwise")})
 
 
@@ -58,7 +61,7 @@ class SAN(AttnzooNet):
         self.conv_in, self.bn_in = _conv1x1(in_chans, c), nn.BatchNorm2d(c)
         widths = [c, 4 * c, 8 * c, 16 * c, 32 * c]
         prev = c
-        for i, (width, n, k) in enumerate(zip(widths, layers, kernels)):
+        for i, (width, n, k) in enumerate(zip(widths, layers, kernels, strict=True)):
             setattr(self, f"conv{i}", _conv1x1(prev, width))
             setattr(self, f"bn{i}", nn.BatchNorm2d(width))
             blocks = [SANBottleneck(self.sa_type, width, width // 16, width // 4, width, share_planes, k,
@@ -68,6 +71,8 @@ class SAN(AttnzooNet):
             prev = width
         self.relu = nn.ReLU(inplace=True)
         self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
+        # each stage's reflection padding (k - 1) // 2 needs a larger map at its stride: the least input side
+        self.min_size = max(2 ** (i + 1) * ((k - 1) // 2 + 1) for i, k in enumerate(kernels))
         self.feature_info = [dict(num_chs=w, reduction=2 ** (i + 1), module=f"relu{i}") for i, w in enumerate(widths)]
         self.stage_modules = [(f"conv{i}", f"bn{i}", f"layer{i}", f"relu{i}") for i in range(5)]
         self._init_head(prev, num_classes, global_pool, drop_rate)
@@ -77,7 +82,7 @@ class SAN(AttnzooNet):
 
         def stage(x):  # (N, C, H, W) -> (N, width, H/2, W/2)
             if i == 0:
-                x = self.relu(self.bn_in(self.conv_in(x)))
+                x = self.relu(self.bn_in(self.conv_in(check_min_size("SAN", x, self.min_size))))
             return relu(bn(layer(conv(self.pool(x)))))
         return stage
 
@@ -89,6 +94,7 @@ class SAN(AttnzooNet):
         if (self.grad_checkpointing or self.pruned) and not torch.jit.is_scripting():
             return self.forward_intermediates(x, indices=1)[0]  # checkpointed or pruned: stage by stage
         # written out for TorchScript, which cannot look the official top-level names up by index
+        x = check_min_size("SAN", x, self.min_size)
         x = self.relu(self.bn_in(self.conv_in(x)))                          # (N, 64, H, W)
         x = self.relu0(self.bn0(self.layer0(self.conv0(self.pool(x)))))     # (N, 64, H/2, W/2)
         x = self.relu1(self.bn1(self.layer1(self.conv1(self.pool(x)))))     # (N, 256, H/4, W/4)

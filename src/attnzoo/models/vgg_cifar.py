@@ -18,7 +18,8 @@ squeezing, so batch size 1 works.
 The head pools early: global pooling comes before the MLP (Linear 512->256, ReLU), so
 `global_pool` sets the MLP's input width (catavgmax doubles it; changing the width by
 `reset_classifier` builds a new MLP), and `global_pool=''` removes both pooling and MLP (unpooled
-features; only with num_classes=0). `head_hidden_size` is the MLP's 256.
+features; only with num_classes=0; a later `reset_classifier(n)` with classes brings back 'avg'
+pooling and the MLP). `head_hidden_size` is the MLP's 256.
 
 Input (N, in_chans, H, W) -> logits (N, num_classes); H, W multiples of 16 (32 for CIFAR).
 Features (`features_only`, `forward_intermediates`): each stage's output (after its attention,
@@ -83,8 +84,11 @@ class VggCifar(AttnzooNet):
     def reset_classifier(self, num_classes: int, global_pool: str | None = None):
         """A new `fc` (and, where the pooled width changes, a new MLP); see the module docstring."""
         pool = check_pool(global_pool if global_pool is not None else self.global_pool.pool_type)
+        if global_pool is None and not pool and num_classes:  # the MLP needs pooled features
+            pool = "avg"
         if not pool and num_classes:
             raise UserError("VGG: global_pool='' removes the MLP head, so it needs num_classes=0")
+        place = self._placement()
         self.num_classes = num_classes
         self.global_pool = SelectAdaptivePool2d(pool_type=pool, flatten=bool(pool))
         width = self.num_features * self.global_pool.feat_mult()
@@ -94,6 +98,7 @@ class VggCifar(AttnzooNet):
             self.pre_logits = self._initialised(nn.Sequential(nn.Linear(width, HIDDEN), nn.ReLU(inplace=True)))
         self.head_hidden_size = HIDDEN if pool else self.num_features
         self.fc = self._initialised(nn.Linear(HIDDEN, num_classes)) if num_classes else nn.Identity()
+        place(self.global_pool, self.pre_logits, self.fc)
 
     def _initialised(self, module: nn.Module) -> nn.Module:
         if self.init_std is not None:
