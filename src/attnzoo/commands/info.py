@@ -191,7 +191,7 @@ def format_info(info: dict) -> str:
     lines.append("")
     for i, row in enumerate(table):
         lines.append("  ".join(cell.rjust(w) if j >= 3 else cell.ljust(w)
-                               for j, (cell, w) in enumerate(zip(row, widths))).rstrip())
+                               for j, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip())
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
