@@ -16,7 +16,10 @@ files `models/classifier.py`, `models/loss/aslloss.py` and `utils/metric.py` are
 3. the asymmetric loss (`AsymmetricLossOptimized`) against `attnzoo.engine.losses.AsymmetricLoss`
    (reduction mean, scale 1000): value and gradient, for the seed's and ASL's default settings;
 4. the official `voc_mAP` against `mAP_voc` of `attnzoo.engine.multilabel_metrics`.
-Writes a JSON with every max abs difference (target < 1e-5).
+Checks 1 and 2 also run the train-mode check of `_common.train_check` (one train-mode forward, the
+backward of a random projection, every parameter gradient and running statistic compared through
+`attnzoo.convert.ida`; the network with its backbone's BatchNorm frozen, as the seed trains it).
+Writes a JSON with every max abs difference (target < 1e-5) and the train-mode fields.
 """
 import argparse
 import json
@@ -29,12 +32,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision
+from _common import load_module, randomise, train_check
+from timm.layers import freeze_batch_norm_2d
 from torch import nn
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 import attnzoo
-from _common import load_module, randomise
 from attnzoo.convert import ida as convert_ida
 from attnzoo.engine.losses import AsymmetricLoss
 from attnzoo.engine.multilabel_metrics import multilabel_metrics
@@ -56,13 +60,18 @@ def max_diff(a, b) -> float:
     return (a.double() - b.double()).abs().max().item()
 
 
+def head_keys(official: dict) -> dict:
+    """The official classifier's keys -> the attnzoo head's, through `attnzoo.convert.ida`."""
+    state = convert_ida.convert({f"clf.{k}": v for k, v in official.items()}, "ida")
+    return {k.removeprefix("head."): v for k, v in state.items()}
+
+
 def check_head(ref, heavy: bool, seed: int) -> dict:
     torch.manual_seed(seed)
     theirs = ref.Interventional_Classifier(num_classes=80, feat_dim=2048, num_head=4, beta=0.03125,
                                            heavy=heavy)
     randomise(theirs, seed)
-    state = convert_ida.convert({f"clf.{k}": v for k, v in theirs.state_dict().items()}, "ida")
-    state = {k.removeprefix("head."): v for k, v in state.items()}
+    state = head_keys(theirs.state_dict())
     ours = InterventionalClassifier(2048, 80, num_heads=4, heavy=heavy, logit_norm="last_head",
                                     token_layout="interleaved")
     ours.load_state_dict(state, strict=True)
@@ -74,7 +83,8 @@ def check_head(ref, heavy: bool, seed: int) -> dict:
     with torch.no_grad():
         y_ref, y_ours, y_paper = theirs(x), ours(x), paper(x)
     return {"max_abs_diff": max_diff(y_ref, y_ours), "logit_scale": y_ref.abs().max().item(),
-            "paper_variant_max_abs_diff": max_diff(y_ref, y_paper)}
+            "paper_variant_max_abs_diff": max_diff(y_ref, y_paper),
+            **train_check(theirs, ours, head_keys, x, seed)}
 
 
 class OfficialLayout(nn.Module):
@@ -105,9 +115,16 @@ def check_network(ref, seed: int, size: int) -> dict:
     with torch.no_grad():
         y_ref, y_ours = theirs(x), ours(x)
         feats_ref, feats_ours = theirs.backbone[0].body(x)["0"], ours.forward_features(x)
+    # train mode as the seed trains (and `train.freeze_bn`): FrozenBatchNorm2d backbone, so there
+    # are no running statistics to update; every gradient is compared
+    def to_ours(official: dict) -> dict:  # the counters the converter adds belong to BatchNorm2d only
+        converted = convert_ida.convert(official, "ida_resnet101_official")
+        return {k: v for k, v in converted.items() if not k.endswith("num_batches_tracked")}
+
     return {"max_abs_diff": max_diff(y_ref, y_ours), "logit_scale": y_ref.abs().max().item(),
             "feature_max_abs_diff": max_diff(feats_ref, feats_ours), "feature_scale": feats_ref.abs().max().item(),
-            "input": [2, 3, size, size], "params": sum(p.numel() for p in ours.parameters())}
+            "input": [2, 3, size, size], "params": sum(p.numel() for p in ours.parameters()),
+            **train_check(theirs, freeze_batch_norm_2d(ours), to_ours, x, seed)}
 
 
 def check_loss(ref, seed: int) -> dict:
@@ -176,6 +193,8 @@ def main():
                 result["voc_mAP"]["abs_diff"])
     result["worst_max_abs_diff"] = worst
     result["pass_1e-5"] = worst < 1e-5
+    result["train_all_within_tol"] = all(result[k]["train_within_tol"]
+                                         for k in ("head_heavy", "head_light", "ida_resnet101_official"))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -9,8 +9,10 @@ replaced by a stand-in that refuses to build anything when it is not installed.
 
 Compared, float32 on CPU: parameter counts of both networks at 224 px; eval-mode logits at 224 px,
 batch 1 (official weights loaded through `attnzoo.convert.lesa`), also in float64 and as the
-float32 error of each against the float64 official result; train-mode logits and BatchNorm
-running statistics after one step (batch 2); and single blocks with both position-embedding types
+float32 error of each against the float64 official result; the train-mode check of
+`_common.train_check` (batch 2: logits, every parameter gradient and BatchNorm running statistic
+after one step, compared through `attnzoo.convert.lesa`, float64 where float32 round-off exceeds
+the tolerance); and single blocks with both position-embedding types
 at a small size (eval and train outputs, input gradients). The official random BatchNorm
 statistics are first set to the batch statistics of one input (momentum 1), so that eval-mode
 activations do not blow up and float32 round-off stays comparable. Writes one JSON file.
@@ -27,6 +29,7 @@ import types
 from pathlib import Path
 
 import torch
+from _common import train_check
 
 from attnzoo.convert.lesa import convert
 from attnzoo.layers.lesa import LESA
@@ -100,7 +103,7 @@ def max_diff(a, b):
     return float((a - b).detach().abs().max())
 
 
-def compare_network(resnet, cfg, ours_fn, name, train_check):
+def compare_network(resnet, cfg, ours_fn, name, with_train):
     torch.manual_seed(0)
     ref = resnet.resnet50(cfg=cfg, num_classes=1000)
     randomize(ref, 1)
@@ -126,26 +129,9 @@ def compare_network(resnet, cfg, ours_fn, name, train_check):
         res["float64_eval_logits_max_abs_diff"] = max_diff(y64, y64_ref)
         res["float32_error_vs_float64_official"] = max_diff(y_ref.double(), y64_ref)
         res["float32_error_vs_float64_attnzoo"] = max_diff(y.double(), y64_ref)
-    if train_check:
+    if with_train:  # batch 2: logits, every parameter gradient and running statistic after one step
         xb = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(3))
-        ref.train(), ours.train()
-        y_ref, y = ref(xb), ours(xb)
-        res["train_logits_max_abs_diff"] = max_diff(y, y_ref)
-        ref_buf = convert(dict(ref.named_buffers()), name)
-        res["train_running_stats_max_abs_diff"] = max(
-            max_diff(b.float(), ref_buf[k].float()) for k, b in ours.named_buffers() if k in ref_buf)
-        g = torch.randn_like(y)
-        y_ref.backward(g)
-        y.backward(g)
-        ref_grads = {k: p.grad for k, p in ref.named_parameters()}
-        # bn_similarity.bias has an exactly zero gradient (a per-head shift cancels in the softmax):
-        # both sides hold round-off there, so it is left out of the relative measure.
-        res["train_param_grad_max_rel_diff"] = max(
-            max_diff(p.grad, ref_grads[k]) / float(ref_grads[k].abs().max())
-            for k, p in ours.named_parameters() if not k.endswith("bn_similarity.bias"))
-        res["train_param_grad_max_abs_diff"] = max(
-            max_diff(p.grad, ref_grads[k]) for k, p in ours.named_parameters() if not k.endswith("bn_similarity.bias"))
-        res["train_param_grad_max_abs"] = max(float(g.abs().max()) for g in ref_grads.values())
+        res.update(train_check(ref, ours, lambda s: convert(s, name), xb, seed=3))
     return res
 
 
@@ -190,7 +176,8 @@ def main():
         "blocks": {pe: compare_block(lesa_mod, pe) for pe in ("classification", "detection_qr")},
         "lesa_resnet50": compare_network(resnet, configs["lesa_resnet"], lesa_resnet50, "lesa_resnet50",
                                          not args.no_train_check),
-        "lesa_wrn50": compare_network(resnet, configs["lesa_wrn"], lesa_wrn50, "lesa_wrn50", False),
+        "lesa_wrn50": compare_network(resnet, configs["lesa_wrn"], lesa_wrn50, "lesa_wrn50",
+                                      not args.no_train_check),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

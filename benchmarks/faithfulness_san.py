@@ -14,8 +14,14 @@ the patchwise module, softmax, residuals -- is the official one.
 Compared, on CPU: parameter counts at 1000 classes; eval-mode logits at `--size` px,
 batch 1, after the BatchNorm running statistics are set from one batch (momentum 1) so random
 weights give well-scaled activations, with ours running each ops backend ('reference', 'torch');
-train-mode logits (batch 2) and the input gradient, in float32 and float64 (torch backend; the
-float64 numbers separate round-off from real differences). Writes one JSON file.
+the train-mode check of `_common.train_check` (batch 2, ours on the torch backend): logits, every
+parameter gradient and every BatchNorm running statistic after one forward and the backward of a
+random projection, compared through `attnzoo.convert.san`, in float64 where float32 round-off
+exceeds the tolerance. The smallest `--size` is 128 (kernel 7 on the last map needs 4x4). And
+the FLOPs of the seed's table: the official counter (`util/complexity.py`) on the official SAN
+networks and on torchvision's bottleneck ResNet at the ResNet-26/38/50 stage depths, against
+attnzoo's `macs_elementwise` (224 px).
+Writes one JSON file.
 """
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ import types
 from pathlib import Path
 
 import torch
+from _common import train_check
 
 from attnzoo.convert.san import convert
 from attnzoo.models import san as ours
@@ -103,29 +110,52 @@ def compare(name: str, size: int, ref_mod, train_checks: bool) -> dict:
     result["eval_logit_scale"] = y_ref.abs().max().item()
     if not train_checks:
         return result
-    # train mode (batch statistics) and input gradients, float32 and float64: the float64 numbers
-    # show that the float32 differences of the torch backend are round-off (summation order)
+    # train mode (batch statistics, batch 2), gradients of every parameter, running statistics;
+    # ours on the torch backend (its own backward), the official network on the reference backend
     set_backend(mine, "torch")
-    start = {k: v.clone() for k, v in theirs.state_dict().items()}
-    for dtype in (torch.float32, torch.float64):
-        theirs.load_state_dict(start)
-        mine.load_state_dict(convert(start, name))
-        tag = str(dtype).removeprefix("torch.")
-        torch.set_default_dtype(dtype)  # the official position encoding is made in the default dtype
-        theirs.to(dtype).train(), mine.to(dtype).train()
-        xa = x.to(dtype).clone().requires_grad_(True)
-        xb = x.to(dtype).clone().requires_grad_(True)
-        ya, yb = theirs(xa), mine(xb)
-        ya.square().mean().backward()
-        yb.square().mean().backward()
-        result[f"train_max_abs_diff_torch_{tag}"] = (ya - yb).abs().max().item()
-        result[f"train_input_grad_max_abs_diff_torch_{tag}"] = (xa.grad - xb.grad).abs().max().item()
-        result[f"train_input_grad_scale_{tag}"] = xa.grad.abs().max().item()
-        theirs.eval(), mine.eval()
-        with torch.no_grad():
-            result[f"eval_max_abs_diff_torch_{tag}"] = (mine(xe.to(dtype)) - theirs(xe.to(dtype))).abs().max().item()
-    torch.set_default_dtype(torch.float32)
+    result.update(train_check(theirs, mine, lambda s: convert(s, name), x, seed=1))
     return result
+
+
+TABLE_GFLOPS = {"san_resnet26": 2.4, "san10_pairwise": 2.2, "san10_patchwise": 1.9, "san_resnet38": 3.2,
+                "san15_pairwise": 3.0, "san15_patchwise": 2.6, "san_resnet50": 4.1, "san19_pairwise": 3.8,
+                "san19_patchwise": 3.3}  # the README's "Overall result" table
+
+
+def compare_flops(ref_mod) -> dict:
+    """The official counter (`util/complexity.py`) on the official networks (and on torchvision's
+    bottleneck ResNet at the baselines' stage depths), against `count_flops(...)['macs_elementwise']`
+    of attnzoo's, at 224 px, batch 1, against the table."""
+    import io
+
+    import torchvision
+
+    import attnzoo
+    from attnzoo.engine.flops import count_flops
+    from attnzoo.models.san_resnet import SAN_RESNET_LAYERS
+
+    complexity = importlib.import_module("util.complexity")
+    out = {}
+    for name, table in TABLE_GFLOPS.items():
+        torch.manual_seed(0)
+        if name.startswith("san_resnet"):
+            layers = SAN_RESNET_LAYERS[int(name.removeprefix("san_resnet"))]
+            theirs = torchvision.models.resnet.ResNet(torchvision.models.resnet.Bottleneck, list(layers))
+        else:
+            sa_type, depth = MODELS[name]
+            theirs = ref_mod.san(sa_type, ours.SAN_LAYERS[depth], list(ours.SAN_KERNELS), 1000)
+        with torch.no_grad():
+            official, params = complexity.get_model_complexity_info(theirs, (3, 224, 224), as_strings=False,
+                                                                    print_per_layer_stat=False, ost=io.StringIO())
+        with torch.device("meta"):  # shapes are all the count needs
+            mine = attnzoo.create_model(name)
+        counted = count_flops(mine, (1, 3, 224, 224))
+        out[name] = {"table_gflops": table, "official_counter_gflops": official / 1e9,
+                     "attnzoo_macs_elementwise_gflops": counted["macs_elementwise"] / 1e9,
+                     "attnzoo_macs_gflops": counted["macs"] / 1e9,
+                     "official_params": params, "attnzoo_params": sum(p.numel() for p in mine.parameters()),
+                     "rounds_to_table": round(counted["macs_elementwise"] / 1e8) / 10 == table}
+    return out
 
 
 def main(argv=None):
@@ -134,8 +164,8 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/faithfulness_san.json"))
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--train-models", default="san10_pairwise,san10_patchwise",
-                        help="models that also get the train-mode / gradient / float64 checks")
+    parser.add_argument("--train-models", default=",".join(MODELS),
+                        help="models that also get the train-mode check")
     args = parser.parse_args(argv)
     if not (args.reference / "model" / "san.py").is_file():
         parser.error(f"--reference {args.reference}: no model/san.py there (a checkout of hszhao/SAN)")
@@ -144,9 +174,13 @@ def main(argv=None):
     report = {"reference": str(args.reference), "size": args.size, "dtype": "float32", "device": "cpu",
               "ops_replaced_by": "attnzoo.ops backend 'reference' (official CuPy kernels need CUDA)",
               "models": {}}
+    report["flops"] = compare_flops(ref_mod)
+    print("flops", json.dumps(report["flops"]), flush=True)
     for name in args.models.split(","):
         report["models"][name] = compare(name, args.size, ref_mod, name in args.train_models.split(","))
         print(name, json.dumps(report["models"][name]), flush=True)
+    train = [r for r in report["models"].values() if "train_within_tol" in r]
+    report["train_all_within_tol"] = bool(train) and all(r["train_within_tol"] for r in train)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")

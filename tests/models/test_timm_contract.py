@@ -36,6 +36,7 @@ SAMPLED = {  # name -> (constructor options, input size)
     "sb_vgg16_cifar": ({}, 32),
     "san10_pairwise": (SAN_SMALL, 64),
     "san10_patchwise": (SAN_SMALL, 64),
+    "san_resnet26": ({}, 64),
     "lesa_resnet50": (LESA_SMALL, 32),
     "ida": (dict(backbone="resnet18", num_classes=5, ffn_dim=64), 64),
     "mlc_baseline": (dict(backbone="resnet18", num_classes=5), 64),
@@ -49,6 +50,7 @@ SAME_CODE = {  # not built here -> the sampled network whose code (at another de
     **{f"lsas_senet_resnet{d}": "lsas_senet_resnet18" for d in (34, 50, 101, 152)},
     **{f"san{d}_{kind}": f"san10_{kind}" for d in (15, 19) for kind in ("pairwise", "patchwise")},
     "lesa_wrn50": "lesa_resnet50",
+    "san_resnet38": "san_resnet26", "san_resnet50": "san_resnet26",
     **{n: "ida" for n in ("ida_resnet50", "ida_resnet101", "ida_resnet101_light", "ida_resnet101_official")},
 }
 # TorchScript: one network per class and attention block (compiling is slow); LESA's blocks are

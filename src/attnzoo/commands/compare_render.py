@@ -8,10 +8,11 @@ from pathlib import Path
 from ..engine.flops import human
 from .compare_stats import COST_KEYS
 
-_LABELS = {"params": "params", "macs": "MACs / image", "train_img_per_s": "train img/s",
+_LABELS = {"params": "params", "macs": "MACs / image",
+           "macs_elementwise": "MACs + element-wise / image", "train_img_per_s": "train img/s",
            "wall_time_s": "wall time (s)"}
 # Paper keys that name a cost row rather than a metric of the primary split.
-_PAPER_COST = {"params": "params", "flops": "macs", "macs": "macs"}
+_PAPER_COST = {"params": "params", "flops": "macs", "macs": "macs", "macs_elementwise": "macs_elementwise"}
 
 
 def _row_order(keys, primary: str | None) -> list[str]:
@@ -38,7 +39,7 @@ def _fmt(key: str, stat: dict | None) -> str:
     if stat is None:
         return "-"
     mean, std = stat["mean"], stat["std"]
-    if key in ("params", "macs"):
+    if key in ("params", "macs", "macs_elementwise"):
         return human(mean) if std == 0 else f"{human(mean)} ± {human(std)}"
     if key in ("train_img_per_s", "wall_time_s"):
         digits = 1

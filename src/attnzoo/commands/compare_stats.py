@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 
 # Summary keys (besides the best/final metrics) that the comparison tabulates, in table order.
-COST_KEYS = ("params", "macs", "train_img_per_s", "wall_time_s")
+COST_KEYS = ("params", "macs", "macs_elementwise", "train_img_per_s", "wall_time_s")
 
 
 def number(value) -> bool:

@@ -1,4 +1,5 @@
-"""`attnzoo info MODEL`: parameters, multiply-adds at the real input size, and the stage layout.
+"""`attnzoo info MODEL`: parameters, multiply-adds at the real input size (also with the element-wise
+operations the SAN seed's counter adds), and the stage layout.
 
 The input size defaults to the model's own: its timm `pretrained_cfg["input_size"]` when it has
 one, 32 px for CIFAR networks (names ending in `_cifar`), else 224 px. MACs are counted by
@@ -55,7 +56,8 @@ def model_info(name: str, img_size: int | None = None, num_classes: int | None =
     """Build `name` and describe it.
 
     Returns a dict: name, input_size [1, C, H, W], num_classes, params, trainable_params,
-    macs, flops (for one image), uncounted_ops, and stages: a list of
+    macs, macs_elementwise (SAN's counter, see `attnzoo.engine.flops`), flops (for one image),
+    uncounted_ops, and stages: a list of
     {name, type, output_shape (of its first call), calls, params, macs} in order of definition;
     a stage the forward pass never called has output_shape None and calls 0. MACs of a stage
     called several times (a shared ReLU or pool) add up over its calls.
@@ -149,6 +151,7 @@ def describe(model: nn.Module, input_size) -> dict:
         "params": sum(p.numel() for p in model.parameters()),
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "macs": counted["macs"],
+        "macs_elementwise": counted["macs_elementwise"],
         "flops": counted["flops"],
         "uncounted_ops": counted["uncounted_ops"],
         "stages": rows,
@@ -172,6 +175,9 @@ def format_info(info: dict) -> str:
         f"MACs {human(info['macs'])} per image (FLOPs {human(info['flops'])}; "
         "MACs = multiply-adds, the seeds' 'FLOPs' unit)",
     ]
+    if "macs_elementwise" in info:
+        lines.append(f"MACs + element-wise {human(info['macs_elementwise'])} per image (the SAN seed's "
+                     "counter: + BatchNorm, ReLU, pooling, conv bias)")
     if info.get("uncounted_ops"):
         lines.append("not counted (no FLOP formula): " + ", ".join(info["uncounted_ops"]))
     if info.get("inserted"):
@@ -185,7 +191,7 @@ def format_info(info: dict) -> str:
     lines.append("")
     for i, row in enumerate(table):
         lines.append("  ".join(cell.rjust(w) if j >= 3 else cell.ljust(w)
-                               for j, (cell, w) in enumerate(zip(row, widths))).rstrip())
+                               for j, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip())
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)

@@ -1,15 +1,24 @@
 """Counting a network's multiply-adds at the real input size, custom operators included.
 
 `count_flops` runs one forward pass under `torch.utils.flop_counter.FlopCounterMode` and reports
-both conventions:
+three numbers:
 
 - ``flops``: what FlopCounterMode counts (2 per multiply-add of every convolution, matmul,
   attention kernel, ...);
 - ``macs``: multiply-adds = flops / 2, the unit the seeds' "FLOPs" columns use (ResNet-50 at
-  224 px: 4.1G). Tables in attnzoo print MACs.
-
-Like the seeds' figures, only multiply-accumulate operators are counted; element-wise work
-(BatchNorm, activations, pooling, softmax) is not.
+  224 px: 4.1G). Tables in attnzoo print MACs. Element-wise work (BatchNorm, activations,
+  pooling, softmax, bias additions, residual sums) is not in it.
+- ``macs_elementwise``: the count of the SAN seed's own counter (`util/complexity.py` of
+  hszhao/SAN, a 2019 copy of sovrasov/flops-counter.pytorch), which is what its table's "Flops"
+  column reports: ``macs`` plus, per forward call of a module of exactly these types,
+  the bias of a convolution (1 per output element), ReLU/PReLU/ELU/LeakyReLU/ReLU6 (1 per output
+  element), max/average/adaptive pooling (1 per *input* element), BatchNorm (2 per input element
+  when affine, else 1) and Upsample (1 per output element). SAN's subtraction (1 per output
+  element) and aggregation (k*k per output element) are in ``macs`` already, counted the same
+  way. Not counted by either: softmax, residual additions, Linear biases, normalisations of
+  other types (LayerNorm, FrozenBatchNorm2d) and functional calls (`F.relu`). For the networks
+  of the SAN table this is the difference between ``macs`` and the table: SAN10 pairwise 2.05G
+  -> 2.16G (table 2.2G), the ResNet-26 baseline 2.34G -> 2.37G (table 2.4G).
 
 Custom operators (attnzoo.ops: SAN aggregation and subtraction) are counted through the FLOP
 formulas `attnzoo.ops` registers with `torch.utils.flop_counter.register_flop_formula`. An
@@ -49,6 +58,48 @@ class _UncountedOps(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+# What SAN's counter adds to the multiply-adds, by exact module type (the counter matches
+# `type(module)`, so subclasses such as timm's BatchNormAct2d are not counted, as there).
+def _bias(m, inputs, out):
+    return out.numel() if m.bias is not None else 0
+
+
+def _out(m, inputs, out):
+    return out.numel()
+
+
+def _in(m, inputs, out):
+    return inputs[0].numel()
+
+
+def _bn(m, inputs, out):
+    return inputs[0].numel() * (2 if m.affine else 1)
+
+
+_ELEMENTWISE = {
+    **dict.fromkeys((nn.Conv1d, nn.Conv2d, nn.Conv3d), _bias),
+    **dict.fromkeys((nn.ReLU, nn.PReLU, nn.ELU, nn.LeakyReLU, nn.ReLU6, nn.Upsample), _out),
+    **dict.fromkeys((nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+                     nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
+                     nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d), _in),
+    **dict.fromkeys((nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d), _bn),
+}
+
+
+def _count_elementwise(model: nn.Module) -> tuple[list, list]:
+    """Forward hooks adding SAN's element-wise counts into total[0]; returns (total, handles)."""
+    total = [0]
+
+    def hook(fn):
+        def add(m, inputs, out):
+            total[0] += int(fn(m, inputs, out))
+        return add
+
+    handles = [m.register_forward_hook(hook(_ELEMENTWISE[type(m)])) for m in model.modules()
+               if type(m) in _ELEMENTWISE]
+    return total, handles
+
+
 def _module_key(root: nn.Module, name: str) -> str:
     """The key FlopCounterMode uses for a submodule: root class name, then the dotted path."""
     return f"{type(root).__name__}.{name}" if name else type(root).__name__
@@ -66,7 +117,8 @@ def count_flops(model: nn.Module, input_size=(1, 3, 224, 224), per_module: list[
         device: where the input is made; default the device of the model's first parameter.
 
     Returns:
-        dict(flops=int, macs=int, per_module={name: macs}, uncounted_ops=[op names]).
+        dict(flops=int, macs=int, macs_elementwise=int (SAN's counter, see the module docstring),
+        per_module={name: macs}, uncounted_ops=[op names]).
     """
     if len(input_size) != 4 or any(int(s) < 1 for s in input_size):
         raise UserError(f"input_size {tuple(input_size)}: expected (N, C, H, W) with positive sizes")
@@ -78,6 +130,7 @@ def count_flops(model: nn.Module, input_size=(1, 3, 224, 224), per_module: list[
     model.eval()
     uncounted = _UncountedOps()
     counter = FlopCounterMode(display=False)
+    elementwise, handles = _count_elementwise(model)
     try:
         with torch.no_grad(), counter, uncounted:
             model(x)
@@ -87,12 +140,15 @@ def count_flops(model: nn.Module, input_size=(1, 3, 224, 224), per_module: list[
                         f"{first}") from None
     finally:
         model.train(was_training)
+        for h in handles:
+            h.remove()
     flops = int(counter.get_total_flops())
     counts = counter.get_flop_counts()
     modules = {}
     for name in per_module or []:
         modules[name] = int(sum(counts.get(_module_key(model, name), {}).values())) // 2
-    return {"flops": flops, "macs": flops // 2, "per_module": modules,
+    return {"flops": flops, "macs": flops // 2, "macs_elementwise": flops // 2 + elementwise[0],
+            "per_module": modules,
             "uncounted_ops": sorted(uncounted.seen)}
 
 

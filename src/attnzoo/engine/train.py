@@ -279,7 +279,7 @@ def _cost(model, bundle) -> dict:
         counts = count_flops(ckpt.unwrap(model).eval(), (1, 3, bundle.img_size, bundle.img_size))
     finally:
         model.train(was_training)
-    return {"macs": counts["macs"], "flops": counts["flops"]}
+    return {"macs": counts["macs"], "macs_elementwise": counts["macs_elementwise"], "flops": counts["flops"]}
 
 
 def _first(evals: dict) -> dict:

@@ -4,6 +4,7 @@ from . import (  # noqa: F401  (each module registers its networks)
     lesa,
     resnet_cifar,
     san,
+    san_resnet,
     senet_cifar,
     senet_imagenet,
     vgg_cifar,

@@ -43,10 +43,13 @@ class AttnResNet(ImageNetTrunk):
         depth: 18, 34 (basic block), 50, 101, 152 (bottleneck).
         attn, attn_kwargs: the attention block (`attnzoo.layers.block_names()`) and its options.
         attn_stages: the stages (1-4) whose blocks get it.
+        layers: blocks in each of the four stages, instead of depth's (the block type stays
+            depth's): SAN's ResNet-26/38 baselines are depth 50 with (1, 2, 4, 1), (2, 3, 5, 2).
     """
 
     def __init__(self, depth=50, num_classes=1000, in_chans=3, attn=None, attn_kwargs=None,
-                 attn_stages=(1, 2, 3, 4), zero_init_residual=False, drop_rate=0.0, global_pool="avg"):
+                 attn_stages=(1, 2, 3, 4), zero_init_residual=False, drop_rate=0.0, global_pool="avg",
+                 layers=None):
         super().__init__()
         if depth not in DEPTHS:
             raise UserError(f"ImageNet ResNet depth {depth} is not valid; valid: "
@@ -54,7 +57,10 @@ class AttnResNet(ImageNetTrunk):
         bad = [s for s in attn_stages if s not in (1, 2, 3, 4)]
         if bad:
             raise UserError(f"attn_stages {list(attn_stages)}: stages are numbered 1, 2, 3, 4")
-        block_cls, layers = DEPTHS[depth]
+        block_cls, default_layers = DEPTHS[depth]
+        layers = tuple(layers or default_layers)  # blocks per stage; another count keeps depth's block
+        if len(layers) != 4 or min(layers) < 1:
+            raise UserError(f"layers {list(layers)}: four positive block counts, one per stage")
         attn_layer = get_attn(attn, **(attn_kwargs or {}))
         self._init_stem(in_chans)
         stages, inplanes = [], 64
