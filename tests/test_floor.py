@@ -7,7 +7,7 @@ FLOOR_PACKAGES = ("torch", "torchvision", "timm", "triton")
 
 
 def _pins(text: str, operator: str) -> dict:
-    return dict(re.findall(rf'^\s*"?([a-z]+){re.escape(operator)}([0-9.]+)', text, flags=re.M))
+    return dict(re.findall(rf'^\s*"?([a-z]+){re.escape(operator)}([0-9.]+)', text, flags=re.MULTILINE))
 
 
 def test_pyproject_lower_bounds_are_the_tested_floor():

@@ -128,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kwarg", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--out", required=True, help="output .safetensors file")
 
+    p = sub.add_parser("export", help="a trained run as timm's Hugging Face folder or as ONNX")
+    p.add_argument("source", metavar="RUN_OR_CHECKPOINT", help="a run folder (runs/NAME) or a checkpoint")
+    p.add_argument("--format", dest="fmt", required=True, help="hf (config.json, model.safetensors, "
+                   "README.md; loads with timm's local-dir: and hf-hub:) or onnx (needs attnzoo[onnx])")
+    p.add_argument("--out", required=True, help="folder to write, new or empty")
+    p.add_argument("--license", default="mit", help="licence of the weights in the model card (default mit)")
+
     p = sub.add_parser("analyze", help="attention maps and attention-bias statistics of a checkpoint")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -273,6 +280,13 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .commands.export import export
+
+    print(export(args.source, args.fmt, args.out, license=args.license))
+    return 0
+
+
 def cmd_analyze(args) -> int:
     from .analysis import run_analysis
 
@@ -300,7 +314,7 @@ def cmd_analyze(args) -> int:
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "models": cmd_models, "recipes": cmd_recipes,
             "info": cmd_info, "bench": cmd_bench, "compare": cmd_compare, "convert": cmd_convert,
-            "analyze": cmd_analyze}
+            "analyze": cmd_analyze, "export": cmd_export}
 
 
 def _error(message) -> None:

@@ -1,0 +1,76 @@
+"""Which networks `attnzoo export --format onnx` can export: every registered attnzoo network,
+built with its defaults (timm's initialisation, eval mode) and exported by the same code as the
+command (`attnzoo.commands.export.save_onnx`: torch's ONNX exporter, dynamic batch, then
+onnxruntime against PyTorch on a batch of another size, max abs difference of the logits at most
+1e-4), at its cfg's input size (`--size` caps it: the export's time grows with the graph, not the
+pixels, but the check runs the network at that size).
+
+    PYTHONPATH=src python benchmarks/onnx_export.py [--models 'san*'] [--size 128]
+
+Writes benchmarks/results/onnx_export.{json,md}: per network exported or not, the reason, the
+difference and the export time.
+"""
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import attnzoo
+from attnzoo.commands.export import ONNX_TOLERANCE, save_onnx
+from attnzoo.errors import UserError
+
+
+def export_one(name: str, size_cap: int) -> dict:
+    model = attnzoo.create_model(name).eval()
+    channels, height, _ = model.pretrained_cfg["input_size"]
+    low = model.pretrained_cfg.get("min_input_size") or (channels, 1, 1)
+    side = max(min(height, size_cap), low[1])
+    if model.pretrained_cfg.get("fixed_input_size"):
+        side = height
+    row = {"model": name, "input_size": [channels, side, side]}
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            save_onnx(model, name, (channels, side, side), Path(folder))
+            row.update(exported=True, reason="")
+        except UserError as e:
+            row.update(exported=False, reason=str(e))
+    row["seconds"] = round(time.perf_counter() - start, 1)
+    return row
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="*", help="shell pattern over attnzoo.list_models()")
+    parser.add_argument("--size", type=int, default=128, help="largest input side to export at")
+    parser.add_argument("--out-dir", default="benchmarks/results")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    rows = []
+    for name in attnzoo.list_models(args.models):
+        rows.append(export_one(name, args.size))
+        print(json.dumps(rows[-1]), flush=True)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    env = {"torch": torch.__version__, "timm": __import__("timm").__version__,
+           "onnx": __import__("onnx").__version__, "onnxscript": __import__("onnxscript").__version__,
+           "onnxruntime": __import__("onnxruntime").__version__, "python": platform.python_version()}
+    (out / "onnx_export.json").write_text(json.dumps({"tolerance": ONNX_TOLERANCE, "env": env, "rows": rows},
+                                                     indent=2) + "\n")
+    done = sum(r["exported"] for r in rows)
+    lines = [f"# ONNX export of every attnzoo network ({done} of {len(rows)} export)", "",
+             f"`attnzoo export --format onnx`'s code, onnxruntime vs PyTorch within {ONNX_TOLERANCE:g}; "
+             + ", ".join(f"{k} {v}" for k, v in env.items()) + ".", "",
+             "| network | input | exported | seconds | reason |", "|---|---|---|---:|---|"]
+    lines += [f"| `{r['model']}` | {r['input_size'][1]} px | {'yes' if r['exported'] else 'no'} | "
+              f"{r['seconds']} | {r['reason'].replace('|', '/')} |" for r in rows]
+    (out / "onnx_export.md").write_text("\n".join(lines) + "\n")
+    print(f"{done} of {len(rows)} networks export")
+
+
+if __name__ == "__main__":
+    main()
