@@ -45,16 +45,21 @@ def export_one(name: str, size_cap: int) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="*", help="shell pattern over attnzoo.list_models()")
+    parser.add_argument("--models", default="*", help="comma-separated shell patterns over "
+                        "attnzoo.list_models(), exported in that order")
     parser.add_argument("--size", type=int, default=128, help="largest input side to export at")
     parser.add_argument("--out-dir", default="benchmarks/results")
     args = parser.parse_args()
     torch.manual_seed(0)
+    names = list(dict.fromkeys(n for pattern in args.models.split(",") for n in attnzoo.list_models(pattern)))
     rows = []
-    for name in attnzoo.list_models(args.models):
+    for name in names:
         rows.append(export_one(name, args.size))
         print(json.dumps(rows[-1]), flush=True)
-    out = Path(args.out_dir)
+        write(rows, Path(args.out_dir), len(names))  # after each network: a long sweep keeps what it did
+
+
+def write(rows: list, out: Path, planned: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     env = {"torch": torch.__version__, "timm": __import__("timm").__version__,
            "onnx": __import__("onnx").__version__, "onnxscript": __import__("onnxscript").__version__,
@@ -62,14 +67,14 @@ def main():
     (out / "onnx_export.json").write_text(json.dumps({"tolerance": ONNX_TOLERANCE, "env": env, "rows": rows},
                                                      indent=2) + "\n")
     done = sum(r["exported"] for r in rows)
-    lines = [f"# ONNX export of every attnzoo network ({done} of {len(rows)} export)", "",
+    lines = [f"# ONNX export of attnzoo's networks ({done} of {len(rows)} export"
+             + (f"; {planned - len(rows)} not tried yet" if planned > len(rows) else "") + ")", "",
              f"`attnzoo export --format onnx`'s code, onnxruntime vs PyTorch within {ONNX_TOLERANCE:g}; "
              + ", ".join(f"{k} {v}" for k, v in env.items()) + ".", "",
              "| network | input | exported | seconds | reason |", "|---|---|---|---:|---|"]
     lines += [f"| `{r['model']}` | {r['input_size'][1]} px | {'yes' if r['exported'] else 'no'} | "
               f"{r['seconds']} | {r['reason'].replace('|', '/')} |" for r in rows]
     (out / "onnx_export.md").write_text("\n".join(lines) + "\n")
-    print(f"{done} of {len(rows)} networks export")
 
 
 if __name__ == "__main__":
