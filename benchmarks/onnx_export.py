@@ -1,9 +1,9 @@
 """Which networks `attnzoo export --format onnx` can export: every registered attnzoo network,
-built with its defaults (timm's initialisation, eval mode) and exported by the same code as the
-command (`attnzoo.commands.export.save_onnx`: torch's ONNX exporter, dynamic batch, then
-onnxruntime against PyTorch on a batch of another size, max abs difference of the logits at most
-1e-4), at its cfg's input size (`--size` caps it: the export's time grows with the graph, not the
-pixels, but the check runs the network at that size).
+built with its defaults (timm's initialisation, BatchNorm statistics of random batches, eval
+mode) and exported by the command's own code (`attnzoo.commands.export.save_onnx`: torch's ONNX
+exporter, dynamic batch, then onnxruntime against PyTorch on a batch of another size, max abs
+difference of the logits at most 1e-4), at its cfg's input size (`--size` caps it: the export's
+time grows with the graph, not the pixels, but the check runs the network at that size).
 
     PYTHONPATH=src python benchmarks/onnx_export.py [--models 'san*'] [--size 128]
 
@@ -24,13 +24,28 @@ from attnzoo.commands.export import ONNX_TOLERANCE, save_onnx
 from attnzoo.errors import UserError
 
 
+@torch.no_grad()
+def calibrate(model, size: tuple) -> None:
+    """BatchNorm statistics of two random batches, as a trained network has: with a fresh network's
+    identity statistics activations grow with depth (ResNet-164's logits reach thousands), and
+    float32 round-off grows with them."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.momentum = None  # a plain average over the batches
+    model.train()
+    for _ in range(2):
+        model(torch.randn(8, *size))
+    model.eval()
+
+
 def export_one(name: str, size_cap: int) -> dict:
-    model = attnzoo.create_model(name).eval()
+    model = attnzoo.create_model(name)
     channels, height, _ = model.pretrained_cfg["input_size"]
     low = model.pretrained_cfg.get("min_input_size") or (channels, 1, 1)
     side = max(min(height, size_cap), low[1])
     if model.pretrained_cfg.get("fixed_input_size"):
         side = height
+    calibrate(model, (channels, side, side))
     row = {"model": name, "input_size": [channels, side, side]}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:

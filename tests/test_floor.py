@@ -8,7 +8,8 @@ EXTRA_PACKAGES = ("onnx", "onnxscript", "onnxruntime")  # the onnx extra
 
 
 def floor_pins() -> dict:
-    return dict(re.findall(r"^([a-z]+)==([0-9.]+)$", (ROOT / "constraints-floor.txt").read_text(), re.MULTILINE))
+    text = (ROOT / "constraints-floor.txt").read_text()
+    return dict(re.findall(r"^([a-z]+)==([0-9.]+)$", text, re.MULTILINE))
 
 
 def test_pyproject_lower_bounds_are_the_tested_floor():

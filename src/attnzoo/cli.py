@@ -130,9 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="a trained run as timm's Hugging Face folder or as ONNX")
     p.add_argument("source", metavar="RUN_OR_CHECKPOINT", help="a run folder (runs/NAME) or a checkpoint")
-    p.add_argument("--format", dest="fmt", required=True, help="hf (config.json, model.safetensors, "
-                   "README.md; loads with timm's local-dir: and hf-hub:) or onnx (needs attnzoo[onnx])")
-    p.add_argument("--out", required=True, help="folder to write, new or empty")
+    p.add_argument("--format", dest="fmt", required=True, metavar="{hf,onnx}",
+                   help="hf (config.json, model.safetensors, README.md; loads with timm's local-dir: "
+                   "and hf-hub:) or onnx (needs attnzoo[onnx])")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write, new or empty")
     p.add_argument("--license", default="mit", help="licence of the weights in the model card (default mit)")
 
     p = sub.add_parser("analyze", help="attention maps and attention-bias statistics of a checkpoint")

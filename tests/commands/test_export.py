@@ -92,7 +92,8 @@ def test_user_errors_are_one_line_and_write_nothing(run_dir, tmp_path, capsys, m
     out = tmp_path / "out"
     _one_line_error(*_export(capsys, tmp_path / "missing", "--format", "hf", "--out", out)[::2],
                     "missing does not exist", "run folder")
-    _one_line_error(*_export(capsys, run_dir, "--format", "tflite", "--out", out)[::2], "'tflite'", "hf, onnx")
+    _one_line_error(*_export(capsys, run_dir, "--format", "tflite", "--out", out)[::2],
+                    "'tflite'", "hf, onnx")
     _one_line_error(*_export(capsys, tmp_path, "--format", "hf", "--out", out)[::2], "holds no checkpoints")
     kept = tmp_path / "kept"
     kept.mkdir()
@@ -127,5 +128,6 @@ def test_a_block_inserted_after_building_is_refused_for_hf(tmp_path, capsys):
     cfg = tiny_config(tmp_path, model={"attn": "se", "kwargs": {"num_classes": 10}})
     model = insert_attention(create_model(cfg.model.name, **cfg.model.kwargs), cfg.model)
     save_weights(tmp_path / "se.safetensors", model, config_to_dict(cfg))
-    _one_line_error(*_export(capsys, tmp_path / "se.safetensors", "--format", "hf", "--out", tmp_path / "o")[::2],
+    checkpoint = tmp_path / "se.safetensors"
+    _one_line_error(*_export(capsys, checkpoint, "--format", "hf", "--out", tmp_path / "o")[::2],
                     "add_attention", "--format onnx")

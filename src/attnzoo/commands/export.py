@@ -44,11 +44,11 @@ def export(source, fmt: str, out, license: str = "mit") -> str:
         missing = [name for name in ONNX_PACKAGES if not _importable(name)]
         if missing:
             raise UserError(f"--format onnx needs {', '.join(missing)}: pip install \"attnzoo[onnx]\"")
+    checkpoint, run_dir = find_checkpoint(source)
     out = Path(out)
     check_writable(out, "--out", folder=True)
     if any(out.iterdir()):
         raise UserError(f"--out {out} is not empty; give a new or empty folder (nothing was written)")
-    checkpoint, run_dir = find_checkpoint(source)
 
     from ..engine.checkpoint import load_model
     from ..engine.config import config_to_dict
@@ -131,12 +131,14 @@ def save_hf(model, cfg, data: dict, folder: Path, license: str) -> list[str]:
     if "+" in cfg.model.name or get_block(cfg.model.attn) is not None:
         raise UserError(f"model '{cfg.model.name}' had a block inserted into it after it was built "
                         f"(add_attention), which timm.create_model cannot rebuild from config.json; "
-                        "export it with --format onnx, or load the checkpoint with attnzoo.engine.checkpoint.load_model")
+                        "export it with --format onnx, or load the checkpoint with "
+                        "attnzoo.engine.checkpoint.load_model")
     if cfg.train.freeze_bn:  # FrozenBatchNorm2d back to BatchNorm2d, the layer the architecture builds
         model = unfreeze_batch_norm_2d(model)
     model_args = {**cfg.model.kwargs, "num_classes": model.num_classes}
     # the weights' cfg: the size and normalisation they were trained with, not the architecture's defaults
-    model.pretrained_cfg = {**model.pretrained_cfg, **data, "num_classes": model.num_classes, "license": license}
+    model.pretrained_cfg = {**model.pretrained_cfg, **data, "num_classes": model.num_classes,
+                            "license": license}
     if tuple(model.pretrained_cfg.get("input_size", ())) != data["input_size"]:
         model.pretrained_cfg.pop("pool_size", None)
     save_for_hf(model, str(folder), model_args=model_args, safe_serialization=True)
