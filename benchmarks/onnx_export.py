@@ -64,14 +64,20 @@ def main():
                         "attnzoo.list_models(), exported in that order")
     parser.add_argument("--size", type=int, default=128, help="largest input side to export at")
     parser.add_argument("--out-dir", default="benchmarks/results")
+    parser.add_argument("--resume", action="store_true", help="keep the networks onnx_export.json "
+                        "has as exported and try only the others")
     args = parser.parse_args()
     torch.manual_seed(0)
     names = list(dict.fromkeys(n for pattern in args.models.split(",") for n in attnzoo.list_models(pattern)))
-    rows = []
+    previous = Path(args.out_dir) / "onnx_export.json"
+    rows = json.loads(previous.read_text())["rows"] if args.resume and previous.is_file() else []
+    rows = [r for r in rows if r["exported"]]  # failures are tried again
+    names = [n for n in names if n not in {r["model"] for r in rows}]
+    planned = len(rows) + len(names)
     for name in names:
         rows.append(export_one(name, args.size))
         print(json.dumps(rows[-1]), flush=True)
-        write(rows, Path(args.out_dir), len(names))  # after each network: a long sweep keeps what it did
+        write(rows, Path(args.out_dir), planned)  # after each network: a long sweep keeps what it did
 
 
 def write(rows: list, out: Path, planned: int) -> None:

@@ -162,7 +162,8 @@ def save_onnx(model, name: str, input_size: tuple, folder: Path) -> list[str]:
         with contextlib.redirect_stdout(io.StringIO()):  # the exporter's progress lines
             program = torch.onnx.export(model, (example,), dynamo=True, verbose=False,
                                         input_names=["image"], output_names=["logits"],
-                                        dynamic_shapes=({0: batch},))
+                                        dynamic_shapes=({0: batch},),
+                                        custom_translation_table={torch.ops.prims.prod.default: _prims_prod})
     except Exception as e:  # noqa: BLE001 - the exporter's reason, on one line
         while e.__cause__ is not None:
             e = e.__cause__
@@ -181,6 +182,14 @@ def save_onnx(model, name: str, input_size: tuple, folder: Path) -> list[str]:
         raise UserError(f"model '{name}': onnxruntime's outputs differ from PyTorch's by {diff:.3g} "
                         f"(more than {ONNX_TOLERANCE:g}); nothing was written")
     return ["model.onnx"]
+
+
+def _prims_prod(x, dims, output_dtype=None):
+    """`prims.prod` as ONNX's ReduceProd: `torch.cumprod` (LSAS's sub-attention chain) decomposes
+    to it, and torch's exporter has no translation of its own."""
+    from onnxscript import opset18 as op
+
+    return op.ReduceProd(x, op.Constant(value_ints=list(dims)), keepdims=0)
 
 
 def model_card(model, config: dict, data: dict, checkpoint: Path, run_dir: Path | None, license: str) -> dict:
