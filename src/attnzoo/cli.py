@@ -120,6 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kwarg", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--out", required=True, help="output .safetensors file")
 
+    p = sub.add_parser("export", help="a trained run as timm's Hugging Face folder or as ONNX")
+    p.add_argument("source", metavar="RUN_OR_CHECKPOINT", help="a run folder (runs/NAME) or a checkpoint")
+    p.add_argument("--format", dest="fmt", required=True, metavar="{hf,onnx}",
+                   help="hf (config.json, model.safetensors, README.md; loads with timm's local-dir: "
+                   "and hf-hub:) or onnx (needs attnzoo[onnx])")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write, new or empty")
+    p.add_argument("--license", default="mit", help="licence of the weights in the model card (default mit)")
+
     p = sub.add_parser("analyze", help="attention maps and attention-bias statistics of a checkpoint")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -148,7 +156,7 @@ def _command(name: str):
 
 
 COMMANDS = {name: _command(name) for name in ("train", "eval", "models", "recipes", "info", "bench",
-                                              "compare", "convert", "analyze")}
+                                              "compare", "convert", "export", "analyze")}
 
 
 def _error(message) -> None:

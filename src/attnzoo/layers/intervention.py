@@ -71,8 +71,9 @@ class HeadAttentionLayer(nn.Module):
             self.norm1 = self.fc1 = self.fc2 = self.norm2 = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: (B, T, d); scaled dot-product attention with scale 1/sqrt(d)
-        a = F.scaled_dot_product_attention(self.q(x), self.k(x), self.v(x))  # (B, T, d)
+        # x: (B, T, d); scaled dot-product attention with scale 1/sqrt(d), as one head (B, 1, T, d):
+        # torch's ONNX exporter translates only 4-D attention
+        a = F.scaled_dot_product_attention(self.q(x)[:, None], self.k(x)[:, None], self.v(x)[:, None])[:, 0]
         x = x + self.proj(a)
         if self.fc1 is not None:
             x = self.norm1(x)

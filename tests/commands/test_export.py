@@ -1,0 +1,133 @@
+"""`attnzoo export`: a tiny trained run as timm's Hugging Face folder (loaded back by timm from
+`local-dir:` and, offline, from a Hub cache as `hf-hub:`) and as ONNX (run by onnxruntime)."""
+import json
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+from attnzoo.cli import main
+from attnzoo.engine.checkpoint import load_model, save_weights
+
+from ..conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    from attnzoo.engine.train import train
+
+    torch.set_num_threads(1)
+    cfg = tiny_config(tmp_path_factory.mktemp("export"), schedule={"name": "cosine", "epochs": 1})
+    return Path(train(cfg, quiet=True)["run_dir"])
+
+
+def _export(capsys, *argv) -> tuple[int, str, str]:
+    status = main(["export", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def _same_outputs(model, run_dir, size=32):
+    reference, _ = load_model(run_dir / "checkpoints" / "best.safetensors")
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        return torch.equal(model.eval()(x), reference(x))
+
+
+def test_hf_folder_loads_in_timm_from_local_dir_and_hub(run_dir, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "hf"
+    status, printed, _ = _export(capsys, run_dir, "--format", "hf", "--out", out)
+    assert status == 0 and f"local-dir:{out}" in printed
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["architecture"] == "resnet_cifar" and config["model_args"]["depth"] == 8
+    cfg = config["pretrained_cfg"]  # the run's images: synthetic at 32 px, its own normalisation
+    assert cfg["input_size"] == [3, 32, 32] and cfg["mean"] == [0.5] * 3 and cfg["std"] == [0.25] * 3
+    card = (out / "README.md").read_text()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    top1 = summary["best"]["test"]["top1"]
+    for text in ("license: mit", "library_name: timm", f'"top1": {top1}', "Deep Residual Learning",
+                 "depth: 8", "name: synthetic"):  # licence, metrics, paper, recipe
+        assert text in card, text
+
+    assert _same_outputs(timm.create_model(f"local-dir:{out}", pretrained=True), run_dir)
+
+    # hf-hub: the same folder as a snapshot in a Hub cache, read offline as a pushed repo would be
+    import huggingface_hub.constants as hub
+
+    snapshot = tmp_path / "hub" / "models--someone--tiny" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        (snapshot / name).write_bytes((out / name).read_bytes())
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    assert _same_outputs(timm.create_model("hf-hub:someone/tiny", pretrained=True), run_dir)
+
+
+def test_onnx_matches_pytorch_in_onnxruntime(run_dir, tmp_path, capsys):
+    pytest.importorskip("onnxscript")
+    ort = pytest.importorskip("onnxruntime")
+    out = tmp_path / "onnx"
+    status, _, err = _export(capsys, run_dir / "checkpoints" / "last.pt", "--format", "onnx", "--out", out)
+    assert status == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "model.onnx"]
+    model, _ = load_model(run_dir / "checkpoints" / "last.pt")
+    x = torch.randn(5, 3, 32, 32)  # a batch size the export never saw
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = model(x).numpy()
+    assert abs(session.run(None, {"image": x.numpy()})[0] - expected).max() <= 1e-4
+
+
+def _one_line_error(status, err, *parts):
+    assert status == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    for part in parts:
+        assert part in err, (part, err)
+
+
+def test_user_errors_are_one_line_and_write_nothing(run_dir, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    _one_line_error(*_export(capsys, tmp_path / "missing", "--format", "hf", "--out", out)[::2],
+                    "missing does not exist", "run folder")
+    _one_line_error(*_export(capsys, run_dir, "--format", "tflite", "--out", out)[::2],
+                    "'tflite'", "hf, onnx")
+    _one_line_error(*_export(capsys, tmp_path, "--format", "hf", "--out", out)[::2], "holds no checkpoints")
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "model.safetensors").write_text("earlier export")
+    _one_line_error(*_export(capsys, run_dir, "--format", "hf", "--out", kept)[::2], "not empty")
+    assert [p.name for p in kept.iterdir()] == ["model.safetensors"]
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    _one_line_error(*_export(capsys, run_dir, "--format", "hf", "--out", a_file)[::2], "is a file")
+
+    from attnzoo.commands import export
+
+    monkeypatch.setattr(export, "_importable", lambda name: name != "onnxscript")
+    _one_line_error(*_export(capsys, run_dir, "--format", "onnx", "--out", out)[::2],
+                    "needs onnxscript", 'pip install "attnzoo[onnx]"')
+    monkeypatch.undo()
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("unsupported operator. More detail")
+
+    monkeypatch.setattr(torch.onnx, "export", refuse)
+    _one_line_error(*_export(capsys, run_dir, "--format", "onnx", "--out", out)[::2],
+                    "model 'resnet_cifar' cannot be exported to ONNX (RuntimeError: unsupported operator.)")
+    assert not out.exists() or not any(out.iterdir())
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]  # no temporary folder left
+
+
+def test_a_block_inserted_after_building_is_refused_for_hf(tmp_path, capsys):
+    from attnzoo import create_model
+    from attnzoo.engine.config import config_to_dict, insert_attention
+
+    cfg = tiny_config(tmp_path, model={"attn": "se", "kwargs": {"num_classes": 10}})
+    model = insert_attention(create_model(cfg.model.name, **cfg.model.kwargs), cfg.model)
+    save_weights(tmp_path / "se.safetensors", model, config_to_dict(cfg))
+    checkpoint = tmp_path / "se.safetensors"
+    _one_line_error(*_export(capsys, checkpoint, "--format", "hf", "--out", tmp_path / "o")[::2],
+                    "add_attention", "--format onnx")
