@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from attnzoo.errors import UserError
-from attnzoo.ops import lesa_flat
 from attnzoo.layers.factory import create_block
 from attnzoo.layers.lesa import LESA, relative_index, resample_relative_1d, resample_relative_flat
+from attnzoo.ops import lesa_flat
 
 PE = ("classification", "detection_qr")
 
@@ -114,7 +114,7 @@ def test_checkpointing_same_result_and_single_stat_update(pe_type):
     y.sum().backward()
     yc.sum().backward()
     torch.testing.assert_close(xc.grad, x.grad, rtol=0, atol=1e-10)
-    for (name, b), (_, bc) in zip(m.named_buffers(), c.named_buffers()):
+    for (name, b), (_, bc) in zip(m.named_buffers(), c.named_buffers(), strict=True):
         torch.testing.assert_close(bc, b, rtol=0, atol=0, msg=name)
 
 

@@ -107,11 +107,11 @@ def test_torch_backend_matches_reference(k, s, d, mode, hw):
     args = (k, s, _pad(k, d), d, mode)
     ref, new = O.aggregation(x, w, *args, backend="reference"), O.aggregation(x, w, *args, backend="torch")
     torch.testing.assert_close(new, ref)
-    for a, b in zip(_grads(new, (x, w)), _grads(ref, (x, w))):
+    for a, b in zip(_grads(new, (x, w)), _grads(ref, (x, w)), strict=True):
         torch.testing.assert_close(a, b)
     ref, new = O.subtraction2(x, x2, *args, backend="reference"), O.subtraction2(x, x2, *args, backend="torch")
     torch.testing.assert_close(new, ref)
-    for a, b in zip(_grads(new, (x, x2)), _grads(ref, (x, x2))):
+    for a, b in zip(_grads(new, (x, x2)), _grads(ref, (x, x2)), strict=True):
         torch.testing.assert_close(a, b)
     ref, new = O.subtraction(x, *args, backend="reference"), O.subtraction(x, *args, backend="torch")
     torch.testing.assert_close(new, ref)

@@ -17,7 +17,11 @@ from timm.layers import register_notrace_function
 from torch import nn
 
 from ..errors import UserError, choices_hint
-from ..ops import aggregation, subtraction, subtraction2  # FX leaves: module globals, so timm's tracer wraps them
+from ..ops import (  # FX leaves: module globals, so timm's tracer wraps them
+    aggregation,
+    subtraction,
+    subtraction2,
+)
 from ._checks import check_channels, check_input
 
 SA_TYPES = {"pairwise": 0, "patchwise": 1}

@@ -272,7 +272,7 @@ class FlatAttention(torch.autograd.Function):
             dx, dqkv_w, dqkv_b = _batchnorm_backward(dy, x, qkv_mean, qkv_inv_std, qkv_w, ctx.qkv_training)
         need = ctx.needs_input_grad
         grads = [t.to(dt) if n else None for t, dt, n in
-                 zip((dx, drq, drk, drv.flip(-1)), ctx.dtypes, (need[6], *need[9:]))]
+                 zip((dx, drq, drk, drv.flip(-1)), ctx.dtypes, (need[6], *need[9:]), strict=False)]
         return (None, None, dqkv_w if need[2] else None, dqkv_b if need[3] else None,
                 dw if ctx.has_weight and need[4] else None, dS_sum.repeat(3) if need[5] else None,
                 grads[0], None, None, *grads[1:])
