@@ -184,3 +184,23 @@ def test_flop_counter_counts_the_custom_operators():
     with FlopCounterMode(display=False) as counter:
         O.subtraction2(x, x2, 3, 1, 1, backend="torch").sum().backward()
     assert counter.get_total_flops() == 2 * n_out + 2 * n_out          # forward + backward
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+def test_channels_last_inputs_give_the_nchw_results(backend):
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 5, 6, dtype=torch.float64)
+    x2 = torch.randn(2, 8, 5, 6, dtype=torch.float64)
+    w = torch.randn(2, 2, 9, 30, dtype=torch.float64)
+    cl = [t.to(memory_format=torch.channels_last) for t in (x, x2, w)]
+    for inputs in ((x, x2, w), cl):
+        for t in inputs:
+            t.requires_grad_()
+    outs, grads = [], []
+    for a, a2, ww in ((x, x2, w), cl):
+        y = O.aggregation(a, ww, 3, 1, 1, backend=backend)
+        z = O.subtraction2(a, a2, 3, 1, 1, backend=backend)
+        outs.append((y, z))
+        grads.append(torch.autograd.grad((y.sin().sum() + z.cos().sum()), (a, a2, ww)))
+    for a, b in zip(outs[0] + grads[0], outs[1] + grads[1], strict=True):
+        torch.testing.assert_close(a, b)

@@ -66,7 +66,7 @@ def aggregation_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tens
     N, C = x.shape[:2]
     Cw, (Ho, Wo) = weight.shape[1], g.out_hw
     S = C // Cw
-    go = grad.contiguous().view(N, S, Cw, Ho, Wo)
+    go = grad.reshape(N, S, Cw, Ho, Wo)                             # a view for NCHW and channels_last
     xp = pad(x, g)
     Hp, Wp = xp.shape[-2:]
     xp = xp.view(N, S, Cw, Hp, Wp)
@@ -105,7 +105,7 @@ def subtraction2_backward(grad: torch.Tensor, x1: torch.Tensor, g: Geometry):
     N, C = x1.shape[:2]
     Ho, Wo = g.out_hw
     (H, W), (ph, pw) = g.in_hw, g.padding
-    go = grad.contiguous().view(N, C, g.taps, Ho, Wo)
+    go = grad.reshape(N, C, g.taps, Ho, Wo)
     grad_x1 = x1.new_zeros(N, C, H, W)
     hc, wc = centre_window(g)
     grad_x1[:, :, hc, wc] = go.sum(2)                              # every tap reads the same centre
