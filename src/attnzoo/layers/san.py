@@ -109,6 +109,8 @@ class SAM(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = check_input("SAM", x, self.in_planes)
         k, s, p, d = self.kernel_size, self.stride, self.padding, self.dilation
+        # under CUDA autocast the pairwise softmax is float32 and conv3 bf16/fp16: `aggregation` runs in the
+        # autocast dtype, casting the weights down (accumulating in float32)
         return aggregation(self.conv3(x), self.attention_weights(x), k, s, p, d, "reflect", self.backend)
 
 
