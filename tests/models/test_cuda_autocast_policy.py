@@ -57,3 +57,27 @@ def test_forward_backward_under_cuda_autocast_policy(name, size, kwargs, dtype=t
         assert torch.isfinite(grad).all(), n
     # loose: these untrained networks amplify any rounding in train-mode BatchNorm over tiny batches
     assert abs(loss.item() - loss32.item()) <= 0.05 * max(1.0, loss32.item())
+
+
+def test_the_helper_applies_cuda_policy_and_undoes_it():
+    x = torch.randn(2, 4, 5, 5)
+    w = torch.randn(4, 4, 1, 1)
+
+    def dtypes():
+        y = F.conv2d(x, w)
+        return {"conv": y.dtype, "softmax": y.softmax(1).dtype, "sum": y.sum((2, 3)).dtype,
+                "log_softmax": F.log_softmax(y, 1).dtype, "group_norm": F.group_norm(y, 2).dtype,
+                "square": y.square().dtype, "mean": y.mean().dtype,
+                "batch_norm": F.batch_norm(y, None, None, training=True).dtype,
+                "reflect_pad": F.pad(y, (1, 1, 1, 1), mode="reflect").dtype}
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cpu = dtypes()
+    with cuda_autocast(torch.bfloat16):
+        cuda = dtypes()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert dtypes() == cpu  # the CPU policy is back
+    bf16, fp32 = torch.bfloat16, torch.float32
+    assert cuda == {"conv": bf16, "softmax": fp32, "sum": fp32, "log_softmax": fp32, "group_norm": fp32,
+                    "square": fp32, "mean": bf16, "batch_norm": bf16, "reflect_pad": bf16}
+    assert cpu["softmax"] == bf16 and cpu["reflect_pad"] == fp32  # what a plain CPU autocast test sees
