@@ -204,3 +204,19 @@ def test_channels_last_inputs_give_the_nchw_results(backend):
         grads.append(torch.autograd.grad((y.sin().sum() + z.cos().sum()), (a, a2, ww)))
     for a, b in zip(outs[0] + grads[0], outs[1] + grads[1], strict=True):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+def test_autocast_runs_the_operators_in_its_dtype(backend):
+    """float32 weights beside bf16 values (CUDA autocast's softmax): cast down under autocast, with
+    float32 sums; outside autocast the mismatch stays an error."""
+    torch.manual_seed(0)
+    x, w = torch.randn(2, 8, 5, 6).bfloat16(), torch.randn(2, 2, 9, 30)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = O.aggregation(x, w, 3, 1, 1, backend=backend)
+        z = O.subtraction2(x, x.float(), 3, 1, 1, backend=backend)
+    assert y.dtype == z.dtype == torch.bfloat16
+    ref = O.aggregation(x.double(), w.bfloat16().double(), 3, 1, 1, backend="reference")
+    assert (y.double() - ref).norm() <= 1e-2 * ref.norm()
+    with pytest.raises(UserError, match="must share dtype"):
+        O.aggregation(x, w, 3, 1, 1, backend=backend)
