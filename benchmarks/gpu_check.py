@@ -274,7 +274,10 @@ FAMILIES = [  # name, image size, batch, constructor options
 QUICK_FAMILIES = [  # CPU stand-ins, batch 2: the same blocks in smaller networks or at smaller inputs
     ("lsas_senet_resnet18", 32, 2, {}),
     ("san10_pairwise", 128, 2, {}),  # the smallest size SAN10's last stage (7x7 kernel) accepts
-    ("lesa_resnet50", 32, 2, {"img_size": 32}),
+    # LESA blocks in stages 3 and 4 of a one-bottleneck-per-stage ResNet-50: the full network at 32 px
+    # and batch 2 (16 bottlenecks in train-mode BatchNorm over 2x2 maps) moves its float32 logits by 23%
+    # for a 1e-4 input change, so any bf16 rounding shows as a random loss change of up to 8%
+    ("lesa_resnet50", 32, 2, {"img_size": 32, "layers": (1, 1, 1, 1), "first_conv_stages": (1, 2)}),
     ("ida", 64, 2, {"backbone": "resnet18", "num_classes": 20}),
     ("sb_vgg16_cifar", 32, 2, {}),
 ]

@@ -34,7 +34,7 @@ def test_sam_backends_agree_forward_and_backward(sa_type):
         outs[backend] = sam(x)
         grads[backend] = torch.autograd.grad(outs[backend].square().sum(), [x, *sam.parameters()])
     torch.testing.assert_close(outs["torch"], outs["reference"])
-    for a, b in zip(grads["torch"], grads["reference"]):
+    for a, b in zip(grads["torch"], grads["reference"], strict=True):
         torch.testing.assert_close(a, b)
 
 
@@ -67,3 +67,34 @@ def test_bad_arguments():
     sam = SAM("pairwise", 8, 2, 8, 2, kernel_size=7)
     with pytest.raises(UserError, match="reflection padding"):
         sam(torch.randn(1, 8, 3, 3))  # a 7x7 window with reflection needs at least 4x4
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("sa_type", ["pairwise", "patchwise"])
+def test_sam_under_cuda_autocast_policy(sa_type, dtype):
+    """CUDA autocast returns the pairwise softmax in float32 beside bf16/fp16 values: the weights are
+    cast down, the aggregation runs in the autocast dtype, near float32, and the backends agree."""
+    from ..cuda_autocast import cuda_autocast
+
+    torch.manual_seed(0)
+    sam = SAM(sa_type, 16, 4, 16, share_planes=4, kernel_size=3)
+    x = torch.randn(2, 16, 6, 6)
+    ref = sam(x)
+    proj = torch.randn_like(ref)  # a random projection: gradients of moderate size, no fp16 overflow
+    # the value path, through the aggregation's backward (the attention branch's BatchNorms over a
+    # few values amplify bf16 rounding in patchwise gradients, whatever the operators do)
+    wanted = [sam.conv3.weight, sam.conv3.bias]
+    gref = torch.autograd.grad((ref * proj).sum(), wanted)
+    outs, grads = {}, {}
+    for backend in ("reference", "torch"):
+        sam.backend = backend
+        with cuda_autocast(dtype):
+            outs[backend] = sam(x)
+        assert outs[backend].dtype == dtype
+        grads[backend] = torch.autograd.grad((outs[backend].float() * proj).sum(), wanted)
+        torch.testing.assert_close(outs[backend].float(), ref, rtol=0, atol=0.03 * ref.abs().max().item())
+        for a, b in zip(grads[backend], gref, strict=True):
+            assert (a.float() - b).norm() <= 0.05 * b.norm(), backend
+    torch.testing.assert_close(outs["torch"], outs["reference"], rtol=0.02, atol=0.02)
+    for a, b in zip(grads["torch"], grads["reference"], strict=True):
+        torch.testing.assert_close(a, b, rtol=0.02, atol=0.02 * b.abs().max().item())

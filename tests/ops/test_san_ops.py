@@ -107,11 +107,11 @@ def test_torch_backend_matches_reference(k, s, d, mode, hw):
     args = (k, s, _pad(k, d), d, mode)
     ref, new = O.aggregation(x, w, *args, backend="reference"), O.aggregation(x, w, *args, backend="torch")
     torch.testing.assert_close(new, ref)
-    for a, b in zip(_grads(new, (x, w)), _grads(ref, (x, w))):
+    for a, b in zip(_grads(new, (x, w)), _grads(ref, (x, w)), strict=True):
         torch.testing.assert_close(a, b)
     ref, new = O.subtraction2(x, x2, *args, backend="reference"), O.subtraction2(x, x2, *args, backend="torch")
     torch.testing.assert_close(new, ref)
-    for a, b in zip(_grads(new, (x, x2)), _grads(ref, (x, x2))):
+    for a, b in zip(_grads(new, (x, x2)), _grads(ref, (x, x2)), strict=True):
         torch.testing.assert_close(a, b)
     ref, new = O.subtraction(x, *args, backend="reference"), O.subtraction(x, *args, backend="torch")
     torch.testing.assert_close(new, ref)
@@ -184,3 +184,39 @@ def test_flop_counter_counts_the_custom_operators():
     with FlopCounterMode(display=False) as counter:
         O.subtraction2(x, x2, 3, 1, 1, backend="torch").sum().backward()
     assert counter.get_total_flops() == 2 * n_out + 2 * n_out          # forward + backward
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+def test_channels_last_inputs_give_the_nchw_results(backend):
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 5, 6, dtype=torch.float64)
+    x2 = torch.randn(2, 8, 5, 6, dtype=torch.float64)
+    w = torch.randn(2, 2, 9, 30, dtype=torch.float64)
+    cl = [t.to(memory_format=torch.channels_last) for t in (x, x2, w)]
+    for inputs in ((x, x2, w), cl):
+        for t in inputs:
+            t.requires_grad_()
+    outs, grads = [], []
+    for a, a2, ww in ((x, x2, w), cl):
+        y = O.aggregation(a, ww, 3, 1, 1, backend=backend)
+        z = O.subtraction2(a, a2, 3, 1, 1, backend=backend)
+        outs.append((y, z))
+        grads.append(torch.autograd.grad((y.sin().sum() + z.cos().sum()), (a, a2, ww)))
+    for a, b in zip(outs[0] + grads[0], outs[1] + grads[1], strict=True):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+def test_autocast_runs_the_operators_in_its_dtype(backend):
+    """float32 weights beside bf16 values (CUDA autocast's softmax): cast down under autocast, with
+    float32 sums; outside autocast the mismatch stays an error."""
+    torch.manual_seed(0)
+    x, w = torch.randn(2, 8, 5, 6).bfloat16(), torch.randn(2, 2, 9, 30)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = O.aggregation(x, w, 3, 1, 1, backend=backend)
+        z = O.subtraction2(x, x.float(), 3, 1, 1, backend=backend)
+    assert y.dtype == z.dtype == torch.bfloat16
+    ref = O.aggregation(x.double(), w.bfloat16().double(), 3, 1, 1, backend="reference")
+    assert (y.double() - ref).norm() <= 1e-2 * ref.norm()
+    with pytest.raises(UserError, match="must share dtype"):
+        O.aggregation(x, w, 3, 1, 1, backend=backend)

@@ -185,7 +185,7 @@ class LESA(nn.Module):
 
         # dynamic fusion gate
         layers, ch = [nn.ReLU(inplace=True)], 2 * out_planes
-        for shrink, ks, grp in zip(df_channel_shrink, df_kernel_size, df_group):
+        for shrink, ks, grp in zip(df_channel_shrink, df_kernel_size, df_group, strict=False):
             nxt = int(ch / shrink)
             layers += [nn.Conv2d(ch, nxt, ks, padding=(ks - 1) // 2, groups=grp, bias=False),
                        nn.BatchNorm2d(nxt), nn.ReLU(inplace=True)]

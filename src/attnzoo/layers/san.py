@@ -17,7 +17,11 @@ from timm.layers import register_notrace_function
 from torch import nn
 
 from ..errors import UserError, choices_hint
-from ..ops import aggregation, subtraction, subtraction2  # FX leaves: module globals, so timm's tracer wraps them
+from ..ops import (  # FX leaves: module globals, so timm's tracer wraps them
+    aggregation,
+    subtraction,
+    subtraction2,
+)
 from ._checks import check_channels, check_input
 
 # torch.fx leaves for every tracer (torchvision's feature extraction too), not only timm's
@@ -109,6 +113,8 @@ class SAM(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = check_input("SAM", x, self.in_planes)
         k, s, p, d = self.kernel_size, self.stride, self.padding, self.dilation
+        # under CUDA autocast the pairwise softmax is float32 and conv3 bf16/fp16: `aggregation` runs in the
+        # autocast dtype, casting the weights down (accumulating in float32)
         return aggregation(self.conv3(x), self.attention_weights(x), k, s, p, d, "reflect", self.backend)
 
 

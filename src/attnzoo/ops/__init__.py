@@ -23,6 +23,12 @@ The three functions are FX leaves (timm's `register_notrace_function`: their arg
 in place and FX records one call), and TorchScript keeps them as Python calls (`torch.jit.ignore`):
 a scripted SAN network runs and gives the eager results, but `torch.jit.save` cannot export it.
 
+Under autocast (CUDA's or the CPU's) the operators run in the autocast dtype, as a convolution
+does: floating inputs in another dtype (float64 excepted) are cast to it first. This is what lets a
+SAN block mix its float32 softmax (CUDA autocast returns softmax in float32) with its bf16/fp16
+values: the attention weights are cast down, not the features up. Every backend accumulates in
+float32 (float64 for float64 inputs) and returns the input dtype.
+
 One difference from the official code: for a centre tap that is not at offset 0 (even kernels or
 padding other than (d*(k-1)+1)//2), the official subtraction backward disagrees with its own
 forward; here the gradient always is that of the forward.
@@ -93,6 +99,17 @@ def resolve_backend(backend: str, x: torch.Tensor) -> str:
     return backend
 
 
+def _autocast(*tensors: torch.Tensor):
+    """The tensors in the autocast dtype when autocast is on for their device (float64 kept), else as given."""
+    if not all(isinstance(t, torch.Tensor) for t in tensors):
+        return tensors  # the argument checks name what is wrong
+    device = tensors[0].device.type
+    if device not in ("cuda", "cpu", "xpu") or not torch.is_autocast_enabled(device):
+        return tensors
+    dtype = torch.get_autocast_dtype(device)
+    return tuple(t.to(dtype) if t.is_floating_point() and t.dtype != torch.float64 else t for t in tensors)
+
+
 @torch.jit.ignore
 @register_notrace_function
 def aggregation(x: torch.Tensor, weight: torch.Tensor, kernel_size: Size = 3, stride: Size = 1, padding: Size = 0,
@@ -101,10 +118,12 @@ def aggregation(x: torch.Tensor, weight: torch.Tensor, kernel_size: Size = 3, st
 
     x: (N, C, H, W); weight: (N, C/share, k*k, Ho*Wo) -> (N, C, Ho, Wo).
     """
+    x, weight = _autocast(x, weight)
     g = check_aggregation(x, weight, kernel_size, stride, padding, dilation, pad_mode)
     b = resolve_backend(backend, x)
     if b == "reference":
-        return san_reference.aggregation(x, weight, g)
+        with san_reference.no_autocast(x):
+            return san_reference.aggregation(x, weight, g)
     return san_aggregation(x, weight, *g.as_lists(), g.reflect, b)
 
 
@@ -116,10 +135,12 @@ def subtraction2(x1: torch.Tensor, x2: torch.Tensor, kernel_size: Size = 3, stri
 
     x1, x2: (N, C, H, W) -> (N, C, k*k, Ho*Wo).
     """
+    x1, x2 = _autocast(x1, x2)
     g = check_subtraction2(x1, x2, kernel_size, stride, padding, dilation, pad_mode)
     b = resolve_backend(backend, x1)
     if b == "reference":
-        return san_reference.subtraction2(x1, x2, g)
+        with san_reference.no_autocast(x1):
+            return san_reference.subtraction2(x1, x2, g)
     return san_subtraction2(x1, x2, *g.as_lists(), g.reflect, b)
 
 
@@ -128,8 +149,10 @@ def subtraction2(x1: torch.Tensor, x2: torch.Tensor, kernel_size: Size = 3, stri
 def subtraction(x: torch.Tensor, kernel_size: Size = 3, stride: Size = 1, padding: Size = 0, dilation: Size = 1,
                 pad_mode: PadMode = "reflect", backend: str = "auto") -> torch.Tensor:
     """Centre minus every tap of the neighbourhood of x: (N, C, H, W) -> (N, C, k*k, Ho*Wo)."""
+    (x,) = _autocast(x)
     g = check_subtraction2(x, x, kernel_size, stride, padding, dilation, pad_mode, op="subtraction")
     b = resolve_backend(backend, x)
     if b == "reference":
-        return san_reference.subtraction2(x, x, g)
+        with san_reference.no_autocast(x):
+            return san_reference.subtraction2(x, x, g)
     return san_subtraction2(x, x, *g.as_lists(), g.reflect, b)

@@ -64,7 +64,7 @@ class Geometry:
     @property
     def centre(self) -> tuple[int, int]:
         """Offset of the centre tap in unpadded input coordinates (0 for SAN's padding)."""
-        return tuple((k - 1) // 2 * d - p for k, d, p in zip(self.kernel, self.dilation, self.padding))
+        return tuple((k - 1) // 2 * d - p for k, d, p in zip(self.kernel, self.dilation, self.padding, strict=True))
 
     def as_lists(self):
         return list(self.kernel), list(self.stride), list(self.padding), list(self.dilation)
@@ -85,13 +85,13 @@ def geometry(op: str, x: torch.Tensor, kernel_size, stride, padding, dilation, p
     if reflect and (p[0] >= H or p[1] >= W):
         raise UserError(f"{op}: reflection padding {p} needs padding < input size (H, W)=({H}, {W}); "
                         "use a larger input or pad_mode='zero'")
-    out = tuple((n + 2 * pp - (dd * (kk - 1) + 1)) // ss + 1 for n, pp, dd, kk, ss in zip((H, W), p, d, k, s))
+    out = tuple((n + 2 * pp - (dd * (kk - 1) + 1)) // ss + 1 for n, pp, dd, kk, ss in zip((H, W), p, d, k, s, strict=True))
     if min(out) < 1:
         raise UserError(f"{op}: kernel_size={k} with dilation={d} and padding={p} does not fit the "
                         f"input of size (H, W)=({H}, {W}); the dilated kernel is at most H+2*padding")
     g = Geometry(k, s, p, d, reflect, (H, W), out)
     if check_centre:
-        for axis, (c, n, o, ss) in enumerate(zip(g.centre, (H, W), out, s)):
+        for axis, (c, n, o, ss) in enumerate(zip(g.centre, (H, W), out, s, strict=True)):
             if c < 0 or c + (o - 1) * ss > n - 1:
                 raise UserError(
                     f"{op}: the centre tap falls outside the input along {'HW'[axis]} "

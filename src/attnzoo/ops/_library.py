@@ -21,6 +21,7 @@ from torch.utils.flop_counter import register_flop_formula
 
 from . import san_torch
 from ._common import Geometry
+from .san_reference import no_autocast
 
 _BACKENDS = {"torch": san_torch}
 
@@ -36,7 +37,7 @@ def backend_module(name: str):
 def _geometry(shape, kernel_size, stride, padding, dilation, reflect) -> Geometry:
     H, W = shape[-2:]
     out = tuple((n + 2 * p - (d * (k - 1) + 1)) // s + 1
-                for n, p, d, k, s in zip((H, W), padding, dilation, kernel_size, stride))
+                for n, p, d, k, s in zip((H, W), padding, dilation, kernel_size, stride, strict=True))
     return Geometry(tuple(kernel_size), tuple(stride), tuple(padding), tuple(dilation), bool(reflect), (H, W), out)
 
 
@@ -45,7 +46,8 @@ def _geometry(shape, kernel_size, stride, padding, dilation, reflect) -> Geometr
 def san_aggregation(x: torch.Tensor, weight: torch.Tensor, kernel_size: list[int], stride: list[int],
                     padding: list[int], dilation: list[int], reflect: bool, backend: str) -> torch.Tensor:
     g = _geometry(x.shape, kernel_size, stride, padding, dilation, reflect)
-    return backend_module(backend).aggregation_forward(x, weight, g)
+    with no_autocast(x):
+        return backend_module(backend).aggregation_forward(x, weight, g)
 
 
 @san_aggregation.register_fake
@@ -59,7 +61,8 @@ def san_aggregation_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.
                              stride: list[int], padding: list[int], dilation: list[int], reflect: bool,
                              backend: str) -> tuple[torch.Tensor, torch.Tensor]:
     g = _geometry(x.shape, kernel_size, stride, padding, dilation, reflect)
-    return backend_module(backend).aggregation_backward(grad, x, weight, g)
+    with no_autocast(x):
+        return backend_module(backend).aggregation_backward(grad, x, weight, g)
 
 
 @san_aggregation_backward.register_fake
@@ -87,7 +90,8 @@ san_aggregation.register_autograd(_agg_backward, setup_context=_agg_setup)
 def san_subtraction2(x1: torch.Tensor, x2: torch.Tensor, kernel_size: list[int], stride: list[int],
                      padding: list[int], dilation: list[int], reflect: bool, backend: str) -> torch.Tensor:
     g = _geometry(x1.shape, kernel_size, stride, padding, dilation, reflect)
-    return backend_module(backend).subtraction2_forward(x1, x2, g)
+    with no_autocast(x1):
+        return backend_module(backend).subtraction2_forward(x1, x2, g)
 
 
 @san_subtraction2.register_fake
@@ -101,7 +105,8 @@ def san_subtraction2_backward(grad: torch.Tensor, x1: torch.Tensor, kernel_size:
                               padding: list[int], dilation: list[int], reflect: bool,
                               backend: str) -> tuple[torch.Tensor, torch.Tensor]:
     g = _geometry(x1.shape, kernel_size, stride, padding, dilation, reflect)
-    return backend_module(backend).subtraction2_backward(grad, x1, g)
+    with no_autocast(x1):
+        return backend_module(backend).subtraction2_backward(grad, x1, g)
 
 
 @san_subtraction2_backward.register_fake

@@ -13,8 +13,10 @@ saves no (L x L) tensor for backward:
   so no term has to be held or passed over just for its mean and variance;
 * the similarity is accumulated, scaled, in one buffer; the relative terms are (L x c) @ (c, 2L-1)
   products read through a strided "skew" view;
-* the batch is processed a few samples at a time through work buffers allocated once per call, so
-  the (L x L)-sized temporaries are small and reused rather than allocated per step;
+* the batch is processed in chunks of samples through work buffers allocated once per call, so the
+  (L x L)-sized temporaries are bounded and reused rather than allocated per step; a chunk is sized
+  from the device (`chunk_budget`): cache-sized on the CPU, a share of the free memory on CUDA (at
+  usual batch sizes the whole batch, a few large launches instead of thousands of small ones);
 * backward recomputes S and P once per chunk, and the BatchNorm parts of the gradient that need
   the terms themselves again have closed forms in Gram matrices (`_correct`).
 """
@@ -24,8 +26,11 @@ import contextlib
 
 import torch
 
-# Work buffers of one chunk, (samples, heads, L, 2L-1) floats, stay under this many bytes.
+# One (samples, heads, L, 2L-1) work buffer of a chunk stays under CHUNK_BYTES on the CPU (the chunk's
+# buffers and temporaries, about six such, then stay cache-sized) and under CUDA_FREE_SHARE of the
+# free memory on CUDA.
 CHUNK_BYTES = 8 << 20
+CUDA_FREE_SHARE = 1 / 32
 
 
 def skew(rel: torch.Tensor) -> torch.Tensor:
@@ -139,8 +144,20 @@ class _Work:
         return unskew(M, out=self.U[:M.shape[0]])
 
 
-def _chunks(N, g, L, itemsize):
-    step = max(1, CHUNK_BYTES // (g * L * (2 * L - 1) * itemsize))
+def chunk_budget(device: torch.device) -> int:
+    """Bytes one work buffer of a chunk may take on `device` (see CHUNK_BYTES)."""
+    if device.type != "cuda":
+        return CHUNK_BYTES
+    if torch.compiler.is_compiling():  # no runtime query in a traced graph: assume half the memory is free
+        free = torch.cuda.get_device_properties(device).total_memory // 2
+    else:
+        free, _ = torch.cuda.mem_get_info(device)
+    return max(CHUNK_BYTES, int(free * CUDA_FREE_SHARE))
+
+
+def chunks(N, g, L, itemsize, device):
+    """[(start, end)] sample ranges for a batch of N, and the largest chunk's size."""
+    step = max(1, chunk_budget(device) // (g * L * (2 * L - 1) * itemsize))
     return [(s, min(s + step, N)) for s in range(0, N, step)], min(step, N)
 
 
@@ -210,11 +227,11 @@ class FlatAttention(torch.autograd.Function):
         with no_autocast(q):
             mean, inv_std = _batchnorm_stats(bn, q, k, rel_q, rel_k)
             a = inv_std * (weight.view(3, g).to(q.dtype) if weight is not None else 1)
-            chunks, step = _chunks(N, g, L, q.element_size())
+            spans, step = chunks(N, g, L, q.element_size(), q.device)
             work = _Work(step, g, L, q)
             rq, rk, rv = rel_q.flip(-1), rel_k.flip(-1), rel_v.flip(-1).t()
             sv, sve_t = v.new_empty(N, g, cv, L), v.new_empty(N, g, L, cv)
-            for s, e in chunks:
+            for s, e in spans:
                 S = work.logits(q[s:e] * a[0].view(1, g, 1, 1), k[s:e], q[s:e] * a[1].view(1, g, 1, 1),
                                 k[s:e] * a[2].view(1, g, 1, 1), rq, rk)
                 p = S.softmax(dim=-1)
@@ -240,7 +257,7 @@ class FlatAttention(torch.autograd.Function):
         cv = v.shape[2]
         with no_autocast(q):
             dsv, dsve_t = dsv.to(v.dtype), dsve.to(v.dtype).transpose(-1, -2)  # (N, g, L, cv)
-            chunks, step = _chunks(N, g, L, q.element_size())
+            spans, step = chunks(N, g, L, q.element_size(), q.device)
             work = _Work(step, g, L, q)
             rq, rk, rv = rel_q.flip(-1), rel_k.flip(-1), rel_v.flip(-1)
             dv = torch.empty_like(v)
@@ -249,7 +266,7 @@ class FlatAttention(torch.autograd.Function):
             drv, table_q, table_k = rel_v.new_zeros(cv, 2 * L - 1), rel_q.new_zeros(c, 2 * L - 1), rel_k.new_zeros(c, 2 * L - 1)
             dS_sum = q.new_zeros(g)
             qa1, ka2 = q * a[1].view(1, g, 1, 1), k * a[2].view(1, g, 1, 1)
-            for s, e in chunks:
+            for s, e in spans:
                 S = work.logits(q[s:e] * a[0].view(1, g, 1, 1), k[s:e], qa1[s:e], ka2[s:e], rq, rk)
                 p = S.softmax(dim=-1)
                 dp = torch.matmul(dsv[s:e].transpose(-1, -2), v[s:e], out=work.S[:e - s])  # S is spent
@@ -277,7 +294,7 @@ class FlatAttention(torch.autograd.Function):
             dx, dqkv_w, dqkv_b = _batchnorm_backward(dy, x, qkv_mean, qkv_inv_std, qkv_w, ctx.qkv_training)
         need = ctx.needs_input_grad
         grads = [t.to(dt) if n else None for t, dt, n in
-                 zip((dx, drq, drk, drv.flip(-1)), ctx.dtypes, (need[6], *need[9:]))]
+                 zip((dx, drq, drk, drv.flip(-1)), ctx.dtypes, (need[6], *need[9:]), strict=False)]
         return (None, None, dqkv_w if need[2] else None, dqkv_b if need[3] else None,
                 dw if ctx.has_weight and need[4] else None, dS_sum.repeat(3) if need[5] else None,
                 grads[0], None, None, *grads[1:])

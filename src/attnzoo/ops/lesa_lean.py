@@ -55,8 +55,8 @@ def _autograd_grads(term_fns, dS, inputs, need, mean, inv_std, weight, training)
     g = dS.shape[1]
     n = dS.numel() // g
     dS_sum = dS.sum(dim=(0, 2, 3))
-    leaves = [x.detach().requires_grad_(r) for x, r in zip(inputs, need)]
-    wanted = [x for x, r in zip(leaves, need) if r]
+    leaves = [x.detach().requires_grad_(r) for x, r in zip(inputs, need, strict=False)]
+    wanted = [x for x, r in zip(leaves, need, strict=False) if r]
     grads, dweight = [None] * len(wanted), []
     for t, fn in enumerate(term_fns):
         with torch.enable_grad(), no_autocast(dS):
@@ -72,7 +72,7 @@ def _autograd_grads(term_fns, dS, inputs, need, mean, inv_std, weight, training)
             dx = dS * coef
         if wanted and x.requires_grad:
             gs = torch.autograd.grad(x, wanted, dx, allow_unused=True)
-            grads = [a if b is None else (b if a is None else a + b) for a, b in zip(grads, gs)]
+            grads = [a if b is None else (b if a is None else a + b) for a, b in zip(grads, gs, strict=False)]
         del x, xhat, dx
     it = iter(grads)
     return [next(it) if r else None for r in need], torch.cat(dweight), dS_sum.repeat(len(term_fns))
@@ -117,7 +117,7 @@ class LeanAttention(torch.autograd.Function):
             del p, dp
             input_grads, dw, db = _autograd_grads(ctx.term_fns, dS, inputs, ctx.needs_input_grad[5:], mean,
                                                   inv_std, weight, ctx.training)
-        input_grads = [x if x is None else x.to(dt) for x, dt in zip(input_grads, ctx.dtypes[1:])]
+        input_grads = [x if x is None else x.to(dt) for x, dt in zip(input_grads, ctx.dtypes[1:], strict=False)]
         dw = dw if ctx.has_weight and ctx.needs_input_grad[2] else None
         db = db if ctx.needs_input_grad[3] else None
         dv = None if dv is None else dv.to(ctx.dtypes[0])

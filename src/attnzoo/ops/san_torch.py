@@ -2,8 +2,10 @@
 
 Instead of unfolding the input into an (N, C, k*k, L) tensor, every function loops over the k*k
 taps and reads a strided view of the padded input for each tap, so the extra memory is one padded
-copy of the input plus one (N, C, Ho, Wo) temporary. Forward and backward are written out here;
-`attnzoo.ops._library` wires them into autograd as custom operators.
+copy of the input plus one (N, C, Ho, Wo) temporary. Sums over taps accumulate in float32 for
+bf16/fp16 inputs (in-place products into a float32 buffer compute in float32) and are cast back at
+the end. Forward and backward are written out here; `attnzoo.ops._library` wires them into autograd
+as custom operators.
 """
 from __future__ import annotations
 
@@ -11,6 +13,11 @@ import torch
 
 from ._common import Geometry
 from .san_reference import pad
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for bf16/fp16 (and float32), float64 for float64: the dtype sums accumulate in."""
+    return torch.promote_types(dtype, torch.float32)
 
 
 def tap_window(g: Geometry, tap: int) -> tuple[slice, slice]:
@@ -34,7 +41,8 @@ def unpad(grad_padded: torch.Tensor, x: torch.Tensor, g: Geometry) -> torch.Tens
     if ph == 0 and pw == 0:
         return grad_padded
     if g.reflect:
-        return torch.ops.aten.reflection_pad2d_backward(grad_padded, x, [pw, pw, ph, ph])
+        like = grad_padded.new_empty(()).expand(x.shape)  # x's shape in the gradient's dtype, no memory
+        return torch.ops.aten.reflection_pad2d_backward(grad_padded, like, [pw, pw, ph, ph])
     H, W = g.in_hw
     return grad_padded[:, :, ph: ph + H, pw: pw + W].contiguous()
 
@@ -46,11 +54,11 @@ def aggregation_forward(x: torch.Tensor, weight: torch.Tensor, g: Geometry) -> t
     xp = pad(x, g)
     xp = xp.view(N, C // Cw, Cw, *xp.shape[-2:])                 # (N, share, Cw, Hp, Wp)
     w = weight.view(N, 1, Cw, g.taps, Ho, Wo)
-    out = x.new_zeros(N, C // Cw, Cw, Ho, Wo)
+    out = x.new_zeros(N, C // Cw, Cw, Ho, Wo, dtype=acc_dtype(x.dtype))
     for t in range(g.taps):
         hs, ws = tap_window(g, t)
         out.addcmul_(xp[..., hs, ws], w[:, :, :, t])              # += x(tap) * w(tap)
-    return out.view(N, C, Ho, Wo)
+    return out.view(N, C, Ho, Wo).to(x.dtype)
 
 
 def aggregation_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, g: Geometry):
@@ -58,23 +66,24 @@ def aggregation_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tens
     N, C = x.shape[:2]
     Cw, (Ho, Wo) = weight.shape[1], g.out_hw
     S = C // Cw
-    go = grad.contiguous().view(N, S, Cw, Ho, Wo)
+    go = grad.reshape(N, S, Cw, Ho, Wo)                             # a view for NCHW and channels_last
     xp = pad(x, g)
     Hp, Wp = xp.shape[-2:]
     xp = xp.view(N, S, Cw, Hp, Wp)
     w = weight.view(N, 1, Cw, g.taps, Ho, Wo)
+    acc = acc_dtype(x.dtype)
     grad_w = weight.new_empty(N, Cw, g.taps, Ho, Wo)
-    grad_xp = x.new_zeros(N, S, Cw, Hp, Wp)
-    prod = torch.empty_like(go) if S > 1 else None               # one reused (N, S, Cw, Ho, Wo) buffer
+    grad_xp = x.new_zeros(N, S, Cw, Hp, Wp, dtype=acc)
+    prod = go.new_empty(go.shape, dtype=acc) if S > 1 else None  # one reused (N, S, Cw, Ho, Wo) buffer
     for t in range(g.taps):
         hs, ws = tap_window(g, t)
         if prod is None:
             torch.mul(go[:, 0], xp[:, 0, :, hs, ws], out=grad_w[:, :, t])
         else:
-            torch.mul(go, xp[..., hs, ws], out=prod)
-            torch.sum(prod, dim=1, out=grad_w[:, :, t])          # sum over the channels sharing it
+            prod.copy_(go).mul_(xp[..., hs, ws])
+            grad_w[:, :, t] = prod.sum(1)                         # sum over the channels sharing it
         grad_xp[..., hs, ws].addcmul_(go, w[:, :, :, t])
-    grad_x = unpad(grad_xp.view(N, C, Hp, Wp), x, g)
+    grad_x = unpad(grad_xp.view(N, C, Hp, Wp), x, g).to(x.dtype)
     return grad_x, grad_w.view(N, Cw, g.taps, Ho * Wo)
 
 
@@ -96,12 +105,12 @@ def subtraction2_backward(grad: torch.Tensor, x1: torch.Tensor, g: Geometry):
     N, C = x1.shape[:2]
     Ho, Wo = g.out_hw
     (H, W), (ph, pw) = g.in_hw, g.padding
-    go = grad.contiguous().view(N, C, g.taps, Ho, Wo)
+    go = grad.reshape(N, C, g.taps, Ho, Wo)
     grad_x1 = x1.new_zeros(N, C, H, W)
     hc, wc = centre_window(g)
     grad_x1[:, :, hc, wc] = go.sum(2)                              # every tap reads the same centre
-    grad_x2p = x1.new_zeros(N, C, H + 2 * ph, W + 2 * pw)
+    grad_x2p = x1.new_zeros(N, C, H + 2 * ph, W + 2 * pw, dtype=acc_dtype(x1.dtype))
     for t in range(g.taps):
         hs, ws = tap_window(g, t)
         grad_x2p[:, :, hs, ws].sub_(go[:, :, t])
-    return grad_x1, unpad(grad_x2p, x1, g)
+    return grad_x1, unpad(grad_x2p, x1, g).to(x1.dtype)
