@@ -122,11 +122,11 @@ def test_user_errors_are_one_line_and_write_nothing(run_dir, tmp_path, capsys, m
 
 
 def test_a_block_inserted_after_building_is_refused_for_hf(tmp_path, capsys):
-    from attnzoo import create_model
-    from attnzoo.engine.config import config_to_dict, insert_attention
+    from attnzoo.engine.config import config_to_dict
+    from attnzoo.models.configured import create_configured_model
 
     cfg = tiny_config(tmp_path, model={"attn": "se", "kwargs": {"num_classes": 10}})
-    model = insert_attention(create_model(cfg.model.name, **cfg.model.kwargs), cfg.model)
+    model = create_configured_model(cfg.model, **cfg.model.kwargs)
     save_weights(tmp_path / "se.safetensors", model, config_to_dict(cfg))
     checkpoint = tmp_path / "se.safetensors"
     _one_line_error(*_export(capsys, checkpoint, "--format", "hf", "--out", tmp_path / "o")[::2],
