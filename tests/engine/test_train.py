@@ -299,3 +299,16 @@ def test_gradient_accumulation_matches_the_whole_batch(tmp_path):
 def test_accumulation_must_divide_the_batch(tmp_path):
     with pytest.raises(UserError, match="train.accum_steps=3 must divide data.batch_size=16"):
         train(tiny_config(tmp_path, train={"accum_steps": 3}), quiet=True)
+
+
+def test_auto_precision_is_bf16_channels_last_on_cuda_and_float32_on_cpu():
+    from attnzoo.engine.config import load_config
+    from attnzoo.engine.device import resolve_precision
+
+    cfg = load_config("senet_resnet50_imagenet")
+    assert (cfg.train.amp, cfg.train.channels_last) == ("auto", "auto")
+    assert resolve_precision(cfg.train.amp, cfg.train.channels_last, torch.device("cpu")) == ("none", False)
+    assert resolve_precision(cfg.train.amp, cfg.train.channels_last, torch.device("cuda", 0)) == ("bf16", True)
+    assert resolve_precision("fp16", False, torch.device("cuda", 0)) == ("fp16", False)  # explicit stays
+    lesa = load_config("lesa_resnet50_imagenet")
+    assert (lesa.train.amp, lesa.train.channels_last) == ("none", False)  # LESA stays float32
