@@ -128,7 +128,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
 
     monkeypatch.setattr(T, "build_loss", nan_in_epoch_two)
     cfg = tiny_config(tmp_path, schedule={"epochs": 3})
-    with pytest.raises(TrainingDiverged, match="loss became nan at epoch 2"):
+    with pytest.raises(TrainingDiverged, match="loss became nan at epoch 2, between steps 5 and 8"):
         train(cfg, quiet=True)
     state = ckpt.load_training_state(cfg.run_dir / "checkpoints" / "last.pt")
     assert state["progress"]["epoch"] == 1

@@ -214,7 +214,7 @@ class _Seeded(torch.utils.data.Dataset):
         # main process (workers=0) their state is restored afterwards so training randomness is kept
         in_main = torch.utils.data.get_worker_info() is None
         saved = (torch.get_rng_state(), random.getstate()) if in_main else None
-        torch.manual_seed(sample_seed)
+        torch.default_generator.manual_seed(sample_seed)  # the CPU's only: torch.manual_seed costs ms
         random.seed(sample_seed)
         try:
             return self._load(index), position

@@ -320,14 +320,14 @@ class EpochProgress:
     """What the log step reads of the epoch under way. The loss is summed on the device, so adding
     to it never waits for the device; `images` and the clock are the host's."""
 
-    def __init__(self, device: torch.device, epoch: int, epochs: int, steps: int, bar=None,
-                 lines: bool = False):
+    def __init__(self, device: torch.device, epoch: int, epochs: int, steps: int, first_step: int,
+                 bar=None, lines: bool = False):
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # over micro-batches
         self.batches = 0  # micro-batches summed in loss_sum
         self.images = 0  # over all processes
         self.epoch, self.epochs, self.steps = epoch, epochs, steps  # steps: optimizer steps an epoch
         self.bar, self.lines = bar, lines
-        self.logged_step = 0  # the step of the previous log step (0 before the first)
+        self.logged_step = first_step  # the run's step count at the previous log step (or epoch start)
         self.t0 = time.time()
 
     def add(self, loss: torch.Tensor, images: int) -> None:
@@ -385,7 +385,7 @@ def train_one_epoch(model, criterion, optimizer, scheduler, scaler, loader, devi
     steps_per_epoch = len(loader) // accum
     terminal = show_progress and sys.stderr.isatty()
     bar = _progress_bar(loader, epoch, cfg.schedule.epochs, enabled=terminal)
-    progress = EpochProgress(device, epoch, cfg.schedule.epochs, steps_per_epoch,
+    progress = EpochProgress(device, epoch, cfg.schedule.epochs, steps_per_epoch, state.step,
                              bar=bar if terminal else None, lines=show_progress and not terminal)
     steps, hit_max = 0, False
     for micro, (images, target) in enumerate(bar):
