@@ -69,10 +69,10 @@ def test_imagefolder_workers_and_determinism(tmp_path):
     torch.manual_seed(123)
     in_process = [x for x, _ in main]
     assert torch.equal(torch.rand(3), expected)  # the global generator is left untouched
-    assert all(torch.equal(a, c) for a, c in zip(first, in_process))  # same per-sample randomness
+    assert all(torch.equal(a, c) for a, c in zip(first, in_process, strict=True))  # same per-sample randomness
     loader.set_epoch(2)
     second = [x for x, _ in loader]
-    assert len(first) == 2 and all(torch.equal(a, c) for a, c in zip(first, second))
+    assert len(first) == 2 and all(torch.equal(a, c) for a, c in zip(first, second, strict=True))
     assert [w.pid for w in loader._loader._iterator._workers] == workers  # one DataLoader, workers kept
 
 
