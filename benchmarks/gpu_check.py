@@ -25,6 +25,14 @@ Exit status 1 when a check failed.
    `attnzoo eval` of its best checkpoint on the same device; then one epoch with train.compile.
 5. `torchrun --nproc_per_node 1` (nccl; gloo on CPU) with train.sync_bn=true for one epoch, the
    process group and SyncBatchNorm layers the run really used recorded from inside the process.
+6. End to end: `attnzoo train` against timm's `train.py` (the one of the installed timm version,
+   exported beforehand by benchmarks/timm_train_script.py to benchmarks/out/timm/<version>/train.py;
+   without it that side is skipped) in train img/s of the last epoch, same network, batch, lr
+   schedule, workers, pinned memory, bf16 + channels_last, timm's prefetcher on: ResNet-20 on a
+   generated CIFAR-10-format set at 32 px (in memory for attnzoo, torchvision's CIFAR10 for timm)
+   and ResNet-50 on a generated JPEG folder at 224 px. Both command lines are printed; the host
+   syncs per step inside each side's train_one_epoch are counted with torch.cuda.set_sync_debug_mode.
+   Target: >= 1.0x timm on both rows.
 
 `--device cpu --quick` runs the same code at tiny sizes (the Triton kernels in Triton's
 interpreter, gloo instead of nccl, torch.compile with the `eager` backend, smaller stand-ins where
@@ -37,6 +45,7 @@ import argparse
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -47,9 +56,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PARTS = {1: "SAN operators", 2: "training steps", 3: "throughput and torch.compile",
-         4: "CLI train + eval", 5: "torchrun + SyncBatchNorm"}
-BUDGETS = {1: 90, 2: 90, 3: 170, 4: 90, 5: 40}  # seconds per part on the GPU (480 s in all)
-QUICK_BUDGETS = {1: 90, 2: 120, 3: 90, 4: 120, 5: 120}  # safety caps for the CPU run
+         4: "CLI train + eval", 5: "torchrun + SyncBatchNorm", 6: "end to end vs timm train.py"}
+BUDGETS = {1: 80, 2: 75, 3: 125, 4: 70, 5: 35, 6: 105}  # seconds per part on the GPU (490 s in all)
+QUICK_BUDGETS = {1: 90, 2: 120, 3: 90, 4: 120, 5: 120, 6: 150}  # safety caps for the CPU run
 GRACE_S = 10  # a part's process is killed this long after its budget (a check in flight then)
 TOLERANCES = {"float32": 1e-5, "bfloat16": 1e-2, "float16": 2e-3}  # ||out - ref|| / ||ref||
 LOSS_TOLERANCE = {"bf16": 0.05, "fp16": 0.02}  # |loss - loss_fp32| / max(1, |loss_fp32|)
@@ -642,7 +651,205 @@ def _torchrun_checks(a, checks: Checks, device, out: Path) -> None:
     checks.run("SyncBatchNorm in use", _sync_bn, run, device)
 
 
-PART_FUNCTIONS = {1: part_ops, 2: part_steps, 3: part_throughput, 4: part_cli, 5: part_torchrun}
+# ---------------------------------------------------------------------------- part 6: end to end vs timm
+
+# row: (model, dataset kind, img size, batch, train images, epochs); quick: tiny CPU stand-ins
+E2E_ROWS = {"resnet20 cifar 32 px": ("resnet20_cifar", "cifar", 32, 256, 16384, 2),
+            "resnet50 jpeg folder 224 px": ("resnet50", "folder", 224, 128, 1536, 2)}
+E2E_QUICK = {"resnet20 cifar 32 px": ("resnet20_cifar", "cifar", 32, 16, 64, 1),
+             "resnet50 jpeg folder 224 px": ("resnet10t", "folder", 32, 8, 32, 1)}
+E2E_TARGET = 1.0  # attnzoo train img/s over timm train.py img/s, at least
+TIMM_RATE = re.compile(r"Train: (\d+) \[.*?\(\s*[\d.]+s,\s*([\d.]+)/s\)")
+
+
+def timm_train_script() -> Path:
+    """timm's train.py of the installed timm version, exported beforehand (an ignored path) by
+    benchmarks/timm_train_script.py from a timm checkout: `git show v<version>:train.py`."""
+    import timm
+
+    return HERE / "out" / "timm" / timm.__version__ / "train.py"
+
+
+def _write_cifar(root: Path, n_train: int, n_test: int) -> Path:
+    """CIFAR-10's python format (cifar-10-batches-py: data_batch_1..5, test_batch, batches.meta),
+    random images: what torchvision's CIFAR10 (timm's torch/cifar10) and attnzoo's cifar10 read."""
+    import pickle
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    d = root / "cifar-10-batches-py"
+    d.mkdir(parents=True)
+    files = [(f"data_batch_{i}", n_train // 5) for i in range(1, 6)] + [("test_batch", n_test)]
+    for name, n in files:
+        data = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                "labels": rng.integers(0, 10, n).tolist(), "batch_label": name}
+        (d / name).write_bytes(pickle.dumps(data))
+    meta = {"label_names": [f"c{i}" for i in range(10)], "num_cases_per_batch": n_train // 5}
+    (d / "batches.meta").write_bytes(pickle.dumps(meta))
+    return root
+
+
+def _write_jpegs(root: Path, n_train: int, n_val: int, classes: int = 10) -> Path:
+    """root/{train,val}/<class>/*.jpg: 400x320 JPEGs of noise and gradients (a photo's decode cost)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    base = np.clip(np.linspace(0, 255, 400)[None, :, None] + rng.normal(0, 40, (320, 400, 3)), 0, 255)
+    for split, n in (("train", n_train), ("val", n_val)):
+        for i in range(n):
+            d = root / split / f"c{i % classes}"
+            d.mkdir(parents=True, exist_ok=True)
+            img = np.roll(base, int(rng.integers(400)), axis=1) * rng.random(3)
+            Image.fromarray(img.astype(np.uint8)).save(d / f"{i}.jpg", quality=90)
+    return root
+
+
+class SyncCount:
+    """Wraps a train_one_epoch function: counts its batches and, on CUDA, the host syncs inside it
+    (torch.cuda.set_sync_debug_mode("warn") warns once per synchronizing operation)."""
+
+    def __init__(self):
+        self.syncs, self.steps = 0, 0
+
+    def wrap(self, fn, loader_arg: int):
+        import warnings
+
+        import torch
+
+        def counted(*args, **kwargs):
+            loader = args[loader_arg] if len(args) > loader_arg else kwargs["loader"]
+            self.steps += len(loader)
+            if not torch.cuda.is_available():
+                return fn(*args, **kwargs)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                torch.cuda.set_sync_debug_mode("warn")
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    torch.cuda.set_sync_debug_mode("default")
+                    self.syncs += sum("synchroniz" in str(w.message) for w in caught)
+        return counted
+
+
+def e2e_worker(side: str, report: str, argv: list[str]) -> int:
+    """In a fresh process: attnzoo's CLI or timm's train.py (`argv[0]`, run as a module so its
+    train_one_epoch can be wrapped), with the host syncs of training counted into `report`."""
+    import importlib.util
+
+    import attnzoo  # noqa: F401  (registers attnzoo's networks, resnet20_cifar included, in timm)
+
+    count = SyncCount()
+    if side == "attnzoo":
+        import attnzoo.engine.train as T
+        from attnzoo.cli import main
+
+        T.train_one_epoch = count.wrap(T.train_one_epoch, 5)
+        status = main(argv)
+    else:
+        import torchvision.datasets.cifar as cifar
+
+        cifar.check_integrity = lambda *a, **k: True  # generated files: not the official checksums
+        spec = importlib.util.spec_from_file_location("timm_train", argv[0])
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        module.train_one_epoch = count.wrap(module.train_one_epoch, 2)
+        sys.argv = argv
+        status = module.main() or 0
+    Path(report).write_text(json.dumps({"syncs": count.syncs, "steps": count.steps}))
+    return status
+
+
+def _e2e_commands(row, data: Path, out: Path, device, workers: int, quick: bool):
+    model, kind, size, batch, _, epochs = row
+    cuda = device.type == "cuda"
+    attnzoo = ["train", "--model", model, "--data", "cifar10" if kind == "cifar" else "imagefolder",
+               "--data-dir", str(data), "--epochs", str(epochs), "--batch-size", str(batch),
+               "--device", device.type, "--out-dir", str(out), "--name", "attnzoo", "--quiet",
+               "--set", f"data.img_size={size}", "--set", f"data.workers={workers}",
+               "--set", f"data.augment={'crop_flip' if kind == 'cifar' else 'imagenet'}",
+               "--set", "optim.lr=0.1", "--set", "schedule.name=cosine",
+               "--set", f"train.amp={'bf16' if cuda else 'none'}", "--set", f"train.channels_last={str(cuda).lower()}",
+               "--set", "train.deterministic=false"]
+    if model == "resnet50":
+        attnzoo += ["--set", "model.kwargs.num_classes=10"]
+    timm = [str(timm_train_script()), "--data-dir", str(data), "--model", model, "--num-classes", "10",
+            "--img-size", str(size), "-b", str(batch), "--epochs", str(epochs), "--warmup-epochs", "0",
+            "--sched", "cosine", "--lr", "0.1", "--opt", "momentum", "--weight-decay", "5e-4", "--smoothing", "0",
+            "--color-jitter", "0", "--workers", str(workers), "--log-interval", "100000", "--checkpoint-hist", "1",
+            "--output", str(out / "timm"), "--device", device.type]
+    timm += (["--dataset", "torch/cifar10", "--train-split", "train", "--val-split", "test"] if kind == "cifar"
+             else ["--train-split", "train", "--val-split", "val"])
+    if cuda:  # the same amp dtype, layout and pinned memory; timm's prefetcher is on by default
+        timm += ["--amp", "--amp-dtype", "bfloat16", "--channels-last", "--pin-mem"]
+    return attnzoo, timm
+
+
+def _e2e_run(side, cmd, out, deadline):
+    report = out / f"{side}.json"
+    launcher = [sys.executable, str(Path(__file__).resolve()), "--e2e-worker", side, str(report), "--"]
+    left = deadline - time.time()
+    if left < 5:
+        raise Skip("time budget of the part spent")
+    proc = subprocess.run(launcher + cmd, capture_output=True, text=True, timeout=left)
+    if proc.returncode:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise Failed(f"{side} exit status {proc.returncode}: {tail[0][:300]}")
+    counts = json.loads(report.read_text())
+    if side == "attnzoo":
+        rows = [json.loads(line) for line in (out / "attnzoo" / "metrics.jsonl").read_text().splitlines()]
+        rate = rows[-1]["img_per_s"]
+    else:
+        rates = TIMM_RATE.findall(proc.stdout + proc.stderr)
+        if not rates:
+            raise Failed("no 'Train: ... /s' line in timm train.py's log")
+        rate = float(rates[-1][1])
+    return {"img_per_s": rate, "syncs_per_step": counts["syncs"] / max(counts["steps"], 1), **counts}
+
+
+def _e2e(a, device, tmp: Path, name: str, row, deadline):
+    import torch
+
+    _, kind, size, batch, n_train, _ = row
+    data = tmp / f"data-{kind}"
+    if not data.exists():
+        (_write_cifar if kind == "cifar" else _write_jpegs)(data, n_train, max(batch, n_train // 8))
+    out = tmp / name.replace(" ", "-")
+    out.mkdir()
+    workers = max(1, min(12, (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2) - 1))
+    attnzoo, timm = _e2e_commands(row, data, out, device, workers, a.quick)
+    print(f"    attnzoo: attnzoo {' '.join(attnzoo)}\n    timm:    python {' '.join(timm)}", flush=True)
+    ours = _e2e_run("attnzoo", attnzoo, out, deadline)
+    data = {"attnzoo": ours, "attnzoo_command": "attnzoo " + " ".join(attnzoo),
+            "timm_command": "python " + " ".join(timm), "workers": workers}
+    if a.quick:
+        raise Skip(f"quick: timm train.py runs in the full check only; attnzoo {ours['img_per_s']:.0f} img/s")
+    if not timm_train_script().is_file():
+        import timm as timm_lib
+
+        raise Skip(f"no timm train.py for timm {timm_lib.__version__} ({timm_train_script()}; export it with "
+                   f"benchmarks/timm_train_script.py); attnzoo {ours['img_per_s']:.0f} img/s")
+    theirs = _e2e_run("timm", timm, out, deadline)
+    ratio = ours["img_per_s"] / theirs["img_per_s"]
+    syncs = "n/a (cpu)" if device.type != "cuda" else f"{ours['syncs_per_step']:.2f} vs {theirs['syncs_per_step']:.2f}"
+    data.update(timm=theirs, ratio=ratio, torch_threads=torch.get_num_threads(),
+                summary=f"attnzoo {ours['img_per_s']:.0f} img/s vs timm train.py {theirs['img_per_s']:.0f} img/s: "
+                        f"{ratio:.2f}x (target >= {E2E_TARGET:g}x); host syncs per step {syncs}; {workers} workers")
+    if device.type == "cuda" and not a.quick and ratio < E2E_TARGET:
+        raise Failed(f"{ratio:.2f}x timm train.py < {E2E_TARGET:g}x", data)
+    return data
+
+
+def part_e2e(a, checks: Checks, device) -> None:
+    with tempfile.TemporaryDirectory(prefix="gpu-check-e2e-") as tmp:
+        for name, row in (E2E_QUICK if a.quick else E2E_ROWS).items():
+            checks.run(f"attnzoo train vs timm train.py, {name}", _e2e, a, device, Path(tmp), name, row,
+                       checks.deadline)
+
+
+PART_FUNCTIONS = {1: part_ops, 2: part_steps, 3: part_throughput, 4: part_cli, 5: part_torchrun, 6: part_e2e}
 
 
 # ---------------------------------------------------------------------------- the parent
@@ -745,9 +952,12 @@ def main(argv=None) -> int:
     parser.add_argument("--records", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--torchrun-worker", help=argparse.SUPPRESS)
+    parser.add_argument("--e2e-worker", nargs=2, metavar=("SIDE", "REPORT"), help=argparse.SUPPRESS)
     a, rest = parser.parse_known_args(argv)
     if a.torchrun_worker:
         return torchrun_worker(a.torchrun_worker, rest[1:] if rest[:1] == ["--"] else rest)
+    if a.e2e_worker:
+        return e2e_worker(*a.e2e_worker, rest[1:] if rest[:1] == ["--"] else rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if a.child:

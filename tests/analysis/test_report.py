@@ -132,7 +132,7 @@ def test_files_are_read_by_the_training_loader_and_unreadable_ones_refused(tmp_p
     model = attnzoo.create_model("resnet_cifar", depth=8, num_classes=2).eval()
     scores, targets = predict(model, ds, bundle, num_samples=1)  # the readable image, normalised
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (bundle.mean, bundle.std))
-    x = (image_transform("none", 16, False)(Image.open(tmp_path / "a.png"))[None] - mean) / std
+    x = (image_transform("none", 16, False)(Image.open(tmp_path / "a.png"))[None] / 255 - mean) / std  # uint8
     assert targets.tolist() == [0] and torch.allclose(scores, model(x), atol=1e-5)
     with pytest.warns(RuntimeWarning, match="unreadable"), pytest.raises(UserError, match="unreadable image"):
         predict(model, ds, bundle)

@@ -20,10 +20,10 @@ def test_quick_cpu_run_reports_every_part(tmp_path):
                           env=env, capture_output=True, text=True, timeout=900)
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert proc.returncode == 0 and not report["totals"].get("FAILED"), proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert [p["part"] for p in report["parts"]] == [1, 2, 3, 4, 5]
+    assert [p["part"] for p in report["parts"]] == [1, 2, 3, 4, 5, 6]
     assert all(p["status"] == "ran" for p in report["parts"]), report["parts"]
     checks = report["checks"]
-    assert {c["part"] for c in checks} == {1, 2, 3, 4, 5}
+    assert {c["part"] for c in checks} == {1, 2, 3, 4, 5, 6}
     for c in checks:  # one printed line per check, with its reason when it is not ok
         assert f"[{c['id']}] {c['status']}" in proc.stdout
         assert c["status"] in ("ok", "skipped") and (c["status"] == "ok") != bool(c["reason"])

@@ -52,4 +52,4 @@ def test_image_transform_sizes():
     for augment in ("none", "crop_flip", "imagenet"):
         for train in (True, False):
             t = image_transform(augment, 16, train)(img)
-            assert t.shape == (3, 16, 16) and t.dtype == torch.float32 and float(t.max()) <= 1.0
+            assert t.shape == (3, 16, 16) and t.dtype == torch.uint8  # uint8 until the device

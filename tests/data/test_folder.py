@@ -53,23 +53,39 @@ def test_imagefolder_skips_truncated_jpeg(tmp_path):
 
 def test_imagefolder_workers_and_determinism(tmp_path):
     make_folder(tmp_path, truncated=False)
-    cfg = DataConfig(name="imagenet", root=str(tmp_path), img_size=12, batch_size=3, workers=2)
+    cfg = DataConfig(name="imagenet", root=str(tmp_path), img_size=12, batch_size=3, workers=2, cutout=5)
     b = build_data(cfg)
+    assert b.train[0][0].dtype == torch.uint8  # workers hand uint8; the loader normalises on the device
     loader = build_loader(b.train, b, cfg, train=True, seed=5)
     loader.set_epoch(2)
     first = [x for x, _ in loader]
+    workers = [w.pid for w in loader._loader._iterator._workers]
+    assert all((x == 0).any() for x in first)  # cut out, after normalisation
     main = build_loader(b.train, b, DataConfig(name="imagenet", root=str(tmp_path), img_size=12, batch_size=3,
-                                                workers=0), train=True, seed=5)
+                                                workers=0, cutout=5), train=True, seed=5)
     main.set_epoch(2)
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
     in_process = [x for x, _ in main]
     assert torch.equal(torch.rand(3), expected)  # the global generator is left untouched
-    assert all(torch.equal(a, c) for a, c in zip(first, in_process))  # same per-sample randomness
+    assert all(torch.equal(a, c) for a, c in zip(first, in_process, strict=True))  # same per-sample randomness
     loader.set_epoch(2)
     second = [x for x, _ in loader]
-    assert len(first) == 2 and all(torch.equal(a, c) for a, c in zip(first, second))
+    assert len(first) == 2 and all(torch.equal(a, c) for a, c in zip(first, second, strict=True))
+    assert [w.pid for w in loader._loader._iterator._workers] == workers  # one DataLoader, workers kept
+
+
+def test_workers_auto_is_the_cores_of_each_process_less_one(monkeypatch):
+    from attnzoo.data.loader import resolve_workers
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert resolve_workers("auto") == 15 and resolve_workers(3) == 3
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert resolve_workers("auto") == 3
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0}, raising=False)
+    assert resolve_workers("auto") == 0  # one core: the main process reads
 
 
 def test_imagefolder_errors(tmp_path):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from attnzoo.engine import checkpoint as ckpt
 from attnzoo.engine.train import TrainingDiverged, train
@@ -17,6 +18,7 @@ from attnzoo.errors import UserError
 from ..conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]
+aten = torch.ops.aten
 
 
 def test_run_folder_has_everything_design_names(tmp_path):
@@ -126,7 +128,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
 
     monkeypatch.setattr(T, "build_loss", nan_in_epoch_two)
     cfg = tiny_config(tmp_path, schedule={"epochs": 3})
-    with pytest.raises(TrainingDiverged, match="loss became nan at epoch 2"):
+    with pytest.raises(TrainingDiverged, match="loss became nan at epoch 2, between steps 5 and 8"):
         train(cfg, quiet=True)
     state = ckpt.load_training_state(cfg.run_dir / "checkpoints" / "last.pt")
     assert state["progress"]["epoch"] == 1
@@ -205,3 +207,108 @@ def test_metrics_record_the_lr_each_epoch_trained_with(tmp_path):
     train(cfg, quiet=True)
     rows = [json.loads(line) for line in (cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["lr"] for r in rows] == pytest.approx([0.05, 0.005])  # the drop shows at epoch 2
+
+
+class HostSyncs(TorchDispatchMode):
+    """Counts the ops that make the host wait for the device: reading a value out of a tensor
+    (`_local_scalar_dense`: item(), float(), bool(), tolist()), data-dependent shapes (`nonzero`),
+    `is_nonzero`, `equal`, and copies from a non-CPU tensor to the CPU. On a CPU run nothing really
+    waits, so each such op is counted as the sync it would be on a GPU."""
+
+    OPS = {aten._local_scalar_dense.default, aten.nonzero.default, aten.is_nonzero.default, aten.equal.default}
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self.OPS or (func in (aten._to_copy.default, aten.copy_.default) and self._to_host(func, args, kwargs)):
+            self.count += 1
+        return func(*args, **kwargs)
+
+    @staticmethod
+    def _to_host(func, args, kwargs) -> bool:
+        if func is aten.copy_.default:  # copy_(dst, src)
+            return args[0].device.type == "cpu" and args[1].device.type != "cpu"
+        target = kwargs.get("device")
+        return args[0].device.type != "cpu" and target is not None and torch.device(target).type == "cpu"
+
+
+@pytest.mark.parametrize("optim", ["sgd", "adamw"])
+def test_a_tiny_run_waits_for_the_device_only_at_log_steps(tmp_path, monkeypatch, optim):
+    """Over whole epochs (loader, forward, backward, gradient accumulation, clipping, GradScaler,
+    optimizer, schedule, EMA) the only host syncs are the log steps', one each. The CUDA setup is
+    imposed on the CPU: an enabled GradScaler and torch's fused optimizers."""
+    import attnzoo.engine.train as T
+
+    real_optimizer = T.build_optimizer
+    monkeypatch.setattr(T, "build_optimizer", lambda model, cfg, fused=False: real_optimizer(model, cfg, fused=True))
+    scaler = torch.amp.GradScaler
+    monkeypatch.setattr(T.torch.amp, "GradScaler", lambda *a, **kw: scaler("cpu", init_scale=256.0))
+    syncs = {"log": 0, "step": 0, "log_steps": 0}
+    mode = HostSyncs()
+    real_log_step, real_epoch = T.log_step, T.train_one_epoch
+
+    def log_step(*args, **kwargs):
+        before = mode.count
+        syncs["step"] += before
+        out = real_log_step(*args, **kwargs)
+        syncs["log"] += mode.count - before
+        syncs["log_steps"] += 1
+        mode.count = 0
+        return out
+
+    def train_one_epoch(*args, **kwargs):
+        with mode:
+            out = real_epoch(*args, **kwargs)
+        syncs["step"] += mode.count
+        mode.count = 0
+        return out
+
+    monkeypatch.setattr(T, "log_step", log_step)
+    monkeypatch.setattr(T, "train_one_epoch", train_one_epoch)
+    cfg = tiny_config(tmp_path, schedule={"epochs": 2},
+                      data={"batch_size": 8, "augment": "crop_flip", "cutout": 4},
+                      optim={"name": optim, "lr": 0.01, "clip_grad": 1.0},
+                      train={"ema_decay": 0.9, "log_every": 3, "accum_steps": 2})
+    summary = train(cfg, quiet=True)
+    assert summary["steps"] == 16  # 8 steps an epoch: log steps after steps 3 and 6, and at 8
+    assert syncs == {"log": 6, "step": 0, "log_steps": 6}
+
+
+def test_gradient_accumulation_matches_the_whole_batch(tmp_path):
+    """The same global batch read as 4 micro-batches ends with the weights of one batch, within
+    round-off (BatchNorm frozen: batch statistics depend on the batch's size)."""
+    import attnzoo.engine.train as T
+
+    runs = {}
+    for accum in (1, 4):
+        cfg = tiny_config(tmp_path / str(accum), schedule={"epochs": 2},
+                          train={"accum_steps": accum, "freeze_bn": True, "ema_decay": 0.5},
+                          optim={"clip_grad": 1.0})
+        summary = T.train(cfg, quiet=True)
+        assert summary["steps"] == 8
+        runs[accum] = torch.load(cfg.run_dir / "checkpoints" / "last.pt", weights_only=True)
+    for key, value in runs[1]["model"].items():
+        torch.testing.assert_close(runs[4]["model"][key], value, rtol=1e-4, atol=1e-5)
+    for key, value in runs[1]["ema"].items():
+        torch.testing.assert_close(runs[4]["ema"][key], value, rtol=1e-4, atol=1e-5)
+
+
+def test_accumulation_must_divide_the_batch(tmp_path):
+    with pytest.raises(UserError, match="train.accum_steps=3 must divide data.batch_size=16"):
+        train(tiny_config(tmp_path, train={"accum_steps": 3}), quiet=True)
+
+
+def test_auto_precision_is_bf16_channels_last_on_cuda_and_float32_on_cpu():
+    from attnzoo.engine.config import load_config
+    from attnzoo.engine.device import resolve_precision
+
+    cfg = load_config("senet_resnet50_imagenet")
+    assert (cfg.train.amp, cfg.train.channels_last) == ("auto", "auto")
+    assert resolve_precision(cfg.train.amp, cfg.train.channels_last, torch.device("cpu")) == ("none", False)
+    assert resolve_precision(cfg.train.amp, cfg.train.channels_last, torch.device("cuda", 0)) == ("bf16", True)
+    assert resolve_precision("fp16", False, torch.device("cuda", 0)) == ("fp16", False)  # explicit stays
+    lesa = load_config("lesa_resnet50_imagenet")
+    assert (lesa.train.amp, lesa.train.channels_last) == ("none", False)  # LESA stays float32

@@ -18,7 +18,7 @@ IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tif
 
 
 class ImageFolderDataset(Dataset):
-    """Samples (path, class index) of one split; item -> (float image (3, S, S) in [0, 1], int)."""
+    """Samples (path, class index) of one split; item -> (uint8 image (3, S, S), int)."""
 
     def __init__(self, samples: list, classes: list, transform, name: str = ""):
         self.samples = samples

@@ -6,8 +6,9 @@ flip, random-resized-crop box, cutout centres) are drawn up front from one gener
 batch with a few tensor operations (gather, roi_align, interpolate). Output is float32 NCHW,
 normalised with the dataset's mean and std, at the requested size.
 
-Per-image path (`image_transform`, `Cutout`): torchvision transforms for datasets read from files;
-their randomness comes from torch's global generator, which the file loader seeds per sample.
+Per-image path (`image_transform`, `Cutout`): torchvision transforms for datasets read from files,
+ending in uint8; their randomness comes from torch's global generator, which the file loader seeds
+per sample. Normalisation and cutout of those batches run on the device (`normalise_`, `cutout_mask`).
 """
 from __future__ import annotations
 
@@ -200,16 +201,16 @@ class Cutout:
 
 
 def image_transform(augment: str, img_size: int, train: bool):
-    """torchvision transform for one PIL image -> float tensor (3, img_size, img_size) in [0, 1].
+    """torchvision transform for one PIL image -> uint8 tensor (3, img_size, img_size).
 
     train "imagenet": RandomResizedCrop + flip; train "crop_flip": resize (short side) + center
     crop + RandomCrop(padding 4) + flip; "none" and evaluation: resize + center crop; evaluation
     "imagenet": resize to img_size / 0.875 then center crop (256 -> 224 at the standard size).
-    Normalisation happens on the batch in the loader.
+    Images travel as uint8 (a quarter of float32's bytes through the workers' shared memory and
+    the copy to the device); the loader converts and normalises each batch on the device.
     """
     from torchvision import transforms as T
 
-    to_tensor = [T.PILToTensor(), T.ConvertImageDtype(torch.float32)]
     if train and augment == "imagenet":
         ops = [T.RandomResizedCrop(img_size), T.RandomHorizontalFlip()]
     elif train and augment == "crop_flip":
@@ -219,7 +220,7 @@ def image_transform(augment: str, img_size: int, train: bool):
         ops = [T.Resize(int(round(img_size / EVAL_CROP_FRACTION))), T.CenterCrop(img_size)]
     else:
         ops = [T.Resize(img_size), T.CenterCrop(img_size)]
-    return T.Compose([ToRGB(), *ops, *to_tensor])
+    return T.Compose([ToRGB(), *ops, T.PILToTensor()])
 
 
 class ToRGB:

@@ -30,7 +30,17 @@ def coerce(path: str, value: Any, tp: Any) -> Any:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
-        return coerce(path, value, args[0])
+        if len(args) == 1:
+            return coerce(path, value, args[0])
+        for option in args:  # e.g. int | Literal["auto"]: the first type that takes the value
+            try:
+                return coerce(path, value, option)
+            except UserError:
+                pass
+        names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+        valid = [", ".join(map(str, typing.get_args(a))) if typing.get_origin(a) is Literal
+                 else names.get(a, str(a)) for a in args]
+        raise UserError(f"{path}: {value!r} is not valid; valid: {' or '.join(valid)}")
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise UserError(f"{path}: expected a mapping of {', '.join(f.name for f in dataclasses.fields(tp))}")

@@ -43,7 +43,7 @@ class DataConfig:
     img_size: Optional[int] = None  # None: the dataset's native size
     batch_size: int = 128  # global batch, split over processes
     eval_batch_size: Optional[int] = None  # None: 2 x batch_size
-    workers: int = 2  # DataLoader workers for file-based datasets
+    workers: int | Literal["auto"] = "auto"  # DataLoader workers for file datasets (auto: cores per process - 1)
     augment: Literal["none", "crop_flip", "imagenet"] = "crop_flip"
     cutout: int = 0  # side of one square hole (0: off)
     cutout_holes: int = 1
@@ -80,8 +80,10 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: Literal["none", "bf16", "fp16"] = "none"
-    channels_last: bool = False
+    amp: Literal["none", "bf16", "fp16", "auto"] = "none"  # auto: bf16 on CUDA, float32 elsewhere
+    channels_last: bool | Literal["auto"] = False  # auto: on CUDA
+    tf32: bool = True  # TF32 matmuls and convolutions on CUDA (float32 runs)
+    accum_steps: int = 1  # micro-batches per optimizer step (data.batch_size stays the global batch)
     compile: bool = False  # torch.compile the model for training and evaluation (inductor)
     loss: Literal["auto", "ce", "bce", "asl"] = "auto"  # auto: ce for single-label data, bce for multi-label
     loss_options: dict = field(default_factory=dict)  # asl: gamma_pos, gamma_neg, clip, eps, ...
@@ -91,7 +93,7 @@ class TrainConfig:
     eval_every: int = 1  # epochs
     early_stop: int = 0  # patience in evaluations without improvement (0: off)
     max_steps: int = 0  # stop after this many steps (0: off); dry runs use 2
-    log_every: int = 20  # steps between progress-bar updates of loss and img/s
+    log_every: int = 20  # optimizer steps between log steps: loss check, progress bar or log line
     freeze_bn: bool = False  # keep the backbone's BatchNorm statistics and affine frozen
 
 
@@ -265,7 +267,7 @@ RANGES = {
     "train.seed": Range(0, 2**64 - 1),  # torch.manual_seed takes an unsigned 64-bit integer
     "train.label_smoothing": Range(0, 1, high_open=True), "train.ema_decay": Range(0, 1, high_open=True),
     "train.eval_every": Range(1), "train.early_stop": Range(0), "train.max_steps": Range(0),
-    "train.log_every": Range(1),
+    "train.log_every": Range(1), "train.accum_steps": Range(1),
 }
 
 
@@ -275,7 +277,7 @@ def validate(cfg: Config) -> None:
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
         for v in value if isinstance(value, (list, tuple)) else [value]:
-            if v is not None and v not in valid:
+            if v is not None and not isinstance(v, str) and v not in valid:  # str: "auto"
                 raise UserError(f"{key} must be {valid}, got {value}")
     milestones = cfg.schedule.milestones
     if cfg.schedule.name == "multistep" and not milestones:

@@ -45,3 +45,22 @@ def out_of_memory_hint(batch_size: int, img_size: int | None, batch_option: str 
             [smaller_image] if smaller_image else [])
         raise UserError(f"out of memory at batch size {batch_size}{size}; try "
                         f"{' or '.join(tries) or 'a machine with more memory'}") from None
+
+
+def resolve_precision(amp: str, channels_last, device: torch.device) -> tuple[str, bool]:
+    """train.amp and train.channels_last as they apply on `device`: "auto" is bf16 autocast and
+    channels_last on CUDA, float32 and NCHW elsewhere (the CPU gains little from either)."""
+    cuda = device.type == "cuda"
+    if amp == "auto":
+        amp = "bf16" if cuda else "none"
+    if channels_last == "auto":
+        channels_last = cuda
+    return amp, bool(channels_last)
+
+
+def configure_cuda(deterministic: bool, tf32: bool) -> None:
+    """cuDNN picks the fastest convolution algorithms (benchmark mode) unless the run must be
+    deterministic; float32 matmuls and convolutions use TF32 tensor cores when `tf32`."""
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32

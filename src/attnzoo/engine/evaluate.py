@@ -21,6 +21,8 @@ def autocast(device: torch.device, amp: str):
 @torch.no_grad()
 def evaluate(model, loader, device, multilabel: bool, amp: str = "none",
              channels_last: bool = False) -> dict:
+    """Metrics of `model` over `loader`; everything accumulates on the device and is read once at
+    the end (`amp` and `channels_last` as resolved for the device: "none"/"bf16"/"fp16", bool)."""
     model.eval()
     scores, targets = [], []  # multi-label: gathered for the ranking metrics
     totals = torch.zeros(2, dtype=torch.float64, device=device)  # single-label: loss sum, count
@@ -43,9 +45,8 @@ def evaluate(model, loader, device, multilabel: bool, amp: str = "none",
                                 for k in (1, 5)}
         for metric in accuracy.values():
             metric.update(logits, target)
-        totals += torch.stack([
-            torch.nn.functional.cross_entropy(logits, target, reduction="sum").double(),
-            torch.tensor(float(target.numel()), device=device, dtype=torch.float64)])
+        totals[0] += torch.nn.functional.cross_entropy(logits, target, reduction="sum")
+        totals[1] += target.numel()  # a number added on the device: no tensor built from it
     if multilabel:
         from .multilabel_metrics import multilabel_metrics
 
@@ -77,8 +78,8 @@ def evaluate_checkpoint(path, adjust_config=None, device: str = "auto") -> dict:
         raise UserError(f"checkpoint {path} predicts {model.num_classes} classes but dataset "
                         f"'{cfg.data.name}' has {bundle.num_classes}")
     model.to(dev)
-    metrics = {split: evaluate(model, build_loader(ds, bundle, cfg.data, train=False,
-                                                   seed=cfg.train.seed), dev, bundle.multilabel)
+    metrics = {split: evaluate(model, build_loader(ds, bundle, cfg.data, train=False, seed=cfg.train.seed,
+                                                   device=dev), dev, bundle.multilabel)
                for split, ds in bundle.evals.items()}
     return {"checkpoint": str(path), "model": cfg.model.name, "dataset": cfg.data.name,
             "metrics": metrics}

@@ -11,10 +11,16 @@ from timm.scheduler import CosineLRScheduler, MultiStepLRScheduler, StepLRSchedu
 from .config import OptimConfig, ScheduleConfig
 
 
-def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, fused: bool = False) -> torch.optim.Optimizer:
     """SGD (Nesterov or classical momentum), Adam or AdamW. Unless `decay_norm_and_bias`, 1-D
-    parameters (norm weights, biases) get no weight decay (timm's split)."""
+    parameters (norm weights, biases) get no weight decay (timm's split).
+
+    `fused`: torch's fused kernels (one launch for all parameters; with a GradScaler the
+    inf/nan check of the gradients stays on the device instead of a host sync every step).
+    """
     kwargs = {"betas": tuple(cfg.betas)} if cfg.name in ("adam", "adamw") else {}
+    if fused:
+        kwargs["fused"] = True  # torch's SGD, Adam and AdamW all have it; timm passes it through
     name = {"sgd": "sgd" if cfg.nesterov else "momentum"}.get(cfg.name, cfg.name)  # timm: sgd = Nesterov
     return create_optimizer_v2(model, name, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                momentum=cfg.momentum, filter_bias_and_bn=not cfg.decay_norm_and_bias,

@@ -12,7 +12,8 @@ import math
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from ..errors import UserError, file_errors
 from ..models.configured import create_configured_model, inserted_block
 from . import checkpoint as ckpt
 from .config import Config, config_to_dict, save_config
-from .device import out_of_memory_hint, resolve_device
+from .device import configure_cuda, out_of_memory_hint, resolve_device, resolve_precision
 from .distributed import DistInfo, broadcast_flag, cleanup, init_distributed
 from .evaluate import autocast, evaluate
 from .losses import build_loss, resolve_loss
@@ -121,6 +122,7 @@ def _train(cfg: Config, resume, quiet: bool, dist: DistInfo) -> dict:
     device = resolve_device(cfg.train.device, "train.device", dist.local_rank if dist.enabled else None)
     if device.type == "cuda":
         torch.cuda.set_device(device)
+        configure_cuda(cfg.train.deterministic, cfg.train.tf32)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     run_dir = cfg.run_dir
     last_path = run_dir / LAST
@@ -137,6 +139,9 @@ def _train(cfg: Config, resume, quiet: bool, dist: DistInfo) -> dict:
     cfg = copy.deepcopy(cfg)
     cfg.model.kwargs.setdefault("num_classes", bundle.num_classes)
     config = config_to_dict(cfg)  # cfg is final from here on; saved with every checkpoint
+    # the loop's view of it: "auto" precision and layout resolved for this device
+    amp, channels_last = resolve_precision(cfg.train.amp, cfg.train.channels_last, device)
+    run_cfg = replace(cfg, train=replace(cfg.train, amp=amp, channels_last=channels_last))
     with out_of_memory_hint(cfg.data.batch_size, bundle.img_size):
         model = build_model(cfg, bundle.num_classes)
         if cfg.train.freeze_bn:
@@ -150,24 +155,26 @@ def _train(cfg: Config, resume, quiet: bool, dist: DistInfo) -> dict:
                                 "set train.sync_bn=false")
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model.to(device)
-        if cfg.train.channels_last:
+        if channels_last:
             model.to(memory_format=torch.channels_last)
         if cfg.train.compile:  # in place: state-dict keys unchanged, copies (EMA) stay eager
             model.compile()
 
+    # one loader per split for the whole run, yielding batches on the device
     train_loader = build_loader(bundle.train, bundle, cfg.data, train=True, seed=cfg.train.seed,
-                                rank=dist.rank, world_size=dist.world_size)
+                                rank=dist.rank, world_size=dist.world_size, device=device,
+                                accum_steps=cfg.train.accum_steps)
     eval_loaders = {name: build_loader(ds, bundle, cfg.data, train=False, seed=cfg.train.seed,
-                                       rank=dist.rank, world_size=dist.world_size)
+                                       rank=dist.rank, world_size=dist.world_size, device=device)
                     for name, ds in bundle.evals.items()}
-    steps_per_epoch = len(train_loader)
+    steps_per_epoch = len(train_loader) // cfg.train.accum_steps  # optimizer steps
     if steps_per_epoch == 0:
         raise UserError(f"data.batch_size={cfg.data.batch_size} is larger than the "
                         f"{len(bundle.train)} training images; lower it")
 
-    optimizer = build_optimizer(model, cfg.optim)
+    optimizer = build_optimizer(model, cfg.optim, fused=device.type == "cuda")
     scheduler = build_scheduler(optimizer, cfg.schedule, steps_per_epoch, cfg.optim.lr)
-    scaler = torch.amp.GradScaler("cuda", enabled=cfg.train.amp == "fp16" and device.type == "cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16" and device.type == "cuda")
     ema = None
     if cfg.train.ema_decay:
         from timm.utils import ModelEmaV3
@@ -208,7 +215,7 @@ def _train(cfg: Config, resume, quiet: bool, dist: DistInfo) -> dict:
                 t0 = time.time()
                 loss, images, hit_max = train_one_epoch(
                     train_model, criterion, optimizer, scheduler, scaler, train_loader, device, epoch,
-                    state, cfg, ema=ema, world_size=dist.world_size, show_progress=dist.is_main and not quiet)
+                    state, run_cfg, ema=ema, world_size=dist.world_size, show_progress=dist.is_main and not quiet)
                 seconds = time.time() - t0
                 state.train_time += seconds
                 state.train_images += images
@@ -217,11 +224,11 @@ def _train(cfg: Config, resume, quiet: bool, dist: DistInfo) -> dict:
                        "img_per_s": images / max(seconds, 1e-9), "time_s": seconds}
                 stop = False
                 if (epoch + 1) % cfg.train.eval_every == 0 or state.epoch == epochs or hit_max:
-                    row["eval"] = state.final = evaluate_splits(model, eval_loaders, device, cfg,
+                    row["eval"] = state.final = evaluate_splits(model, eval_loaders, device, run_cfg,
                                                                 bundle.multilabel)
                     candidates = {"model": (model, row["eval"])}
                     if ema is not None:
-                        row["eval_ema"] = evaluate_splits(ema.module, eval_loaders, device, cfg,
+                        row["eval_ema"] = evaluate_splits(ema.module, eval_loaders, device, run_cfg,
                                                           bundle.multilabel)
                         candidates["ema"] = (ema.module, row["eval_ema"])
                     source = max(candidates, key=lambda s: _first(candidates[s][1])[metric])
@@ -294,7 +301,12 @@ def evaluate_splits(model, loaders: dict, device, cfg: Config, multilabel: bool)
 
 def save_checkpoint(path: Path, model, optimizer, scheduler, scaler, ema, state: TrainState,
                     config: dict) -> None:
-    """Everything needed to continue the run exactly, as checkpoints/last.pt."""
+    """Everything needed to continue the run exactly, as checkpoints/last.pt.
+
+    Written only after a log step has found the loss finite, and only when the weights (and EMA
+    weights) are finite too: a diverged run keeps its last good checkpoint (TrainingDiverged)."""
+    if not weights_finite(model, ema):
+        raise TrainingDiverged(f"the weights hold nan or inf after step {state.step}")
     ckpt.save_training_state(path, {
         "model": ckpt.unwrap(model).state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -307,57 +319,118 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, scaler, ema, state:
     })
 
 
+class EpochProgress:
+    """What the log step reads of the epoch under way. The loss is summed on the device, so adding
+    to it never waits for the device; `images` and the clock are the host's."""
+
+    def __init__(self, device: torch.device, epoch: int, epochs: int, steps: int, first_step: int,
+                 bar=None, lines: bool = False):
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # over micro-batches
+        self.batches = 0  # micro-batches summed in loss_sum
+        self.images = 0  # over all processes
+        self.epoch, self.epochs, self.steps = epoch, epochs, steps  # steps: optimizer steps an epoch
+        self.bar, self.lines = bar, lines
+        self.logged_step = first_step  # the run's step count at the previous log step (or epoch start)
+        self.t0 = time.time()
+
+    def add(self, loss: torch.Tensor, images: int) -> None:
+        self.loss_sum += loss.detach()
+        self.batches += 1
+        self.images += images
+
+
+def log_step(progress: EpochProgress, state: TrainState, optimizer, step_in_epoch: int) -> float:
+    """THE LOG STEP, the one place where the training loop waits for the device: called every
+    `train.log_every` optimizer steps and at the end of every epoch, after that step is queued.
+
+    It reads the epoch's mean loss (one host sync), stops a diverged run (TrainingDiverged, before
+    any checkpoint is written), and shows progress: the progress bar on a terminal, one log line
+    otherwise. Anything that needs a decision taken in step by every process (a stop agreed over
+    DDP, a checkpoint inside the epoch) belongs here, after the finite check. Returns the mean loss
+    of the epoch so far.
+    """
+    loss = progress.loss_sum.item() / max(progress.batches, 1)  # the sync
+    if not math.isfinite(loss):
+        raise TrainingDiverged(f"loss became {loss} at epoch {progress.epoch + 1}, between steps "
+                               f"{progress.logged_step + 1} and {state.step}")
+    progress.logged_step = state.step
+    img_s = progress.images / max(time.time() - progress.t0, 1e-9)
+    lr = optimizer.param_groups[0]["lr"]
+    if progress.bar is not None:
+        progress.bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{img_s:.0f}", lr=f"{lr:.3g}")
+    elif progress.lines:
+        print(f"epoch {progress.epoch + 1}/{progress.epochs} step {step_in_epoch}/{progress.steps} "
+              f"loss {loss:.4f} lr {lr:.3g} img/s {img_s:.0f}", flush=True)
+    return loss
+
+
+def weights_finite(model, ema=None) -> bool:
+    """Whether every floating-point weight and buffer of `model` (and of `ema`) is finite: one sync."""
+    modules = [ckpt.unwrap(model)] + ([ema.module] if ema is not None else [])
+    flags = [torch.isfinite(t).all() for m in modules for t in m.state_dict().values() if t.is_floating_point()]
+    return bool(torch.stack(flags).all()) if flags else True
+
+
 def train_one_epoch(model, criterion, optimizer, scheduler, scaler, loader, device, epoch: int,
                     state: TrainState, cfg: Config, ema=None, world_size: int = 1,
                     show_progress: bool = False):
-    """One pass over the training data, stepping the schedule every step and counting `state.step`;
-    returns (mean loss, images seen over all processes, whether train.max_steps was reached)."""
+    """One pass over the training data, stepping the schedule every optimizer step and counting
+    `state.step`; returns (mean loss, images seen over all processes, whether train.max_steps was
+    reached). `cfg.train.amp` and `channels_last` are taken as given (resolved for the device).
+
+    Nothing in a step waits for the device: the step is queued and the next batch read while the
+    device works. The host waits only in `log_step`. With `train.accum_steps` A, every optimizer
+    step sums the gradients of A micro-batches (each loss divided by A; DDP all-reduces once, on the
+    last).
+    """
     model.train()
-    bar = _progress_bar(loader, epoch, cfg.schedule.epochs, enabled=show_progress)
-    total_loss, seen, steps, hit_max = 0.0, 0, 0, False
-    t0 = time.time()
-    for images, target in bar:
-        images = images.to(device, non_blocking=True)
+    accum, log_every = cfg.train.accum_steps, cfg.train.log_every
+    steps_per_epoch = len(loader) // accum
+    terminal = show_progress and sys.stderr.isatty()
+    bar = _progress_bar(loader, epoch, cfg.schedule.epochs, enabled=terminal)
+    progress = EpochProgress(device, epoch, cfg.schedule.epochs, steps_per_epoch, state.step,
+                             bar=bar if terminal else None, lines=show_progress and not terminal)
+    steps, hit_max = 0, False
+    for micro, (images, target) in enumerate(bar):
         if cfg.train.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        target = target.to(device, non_blocking=True)
-        with autocast(device, cfg.train.amp):
-            loss = criterion(model(images), target)
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            raise TrainingDiverged(f"loss became {loss_value} at epoch {epoch + 1}, step {state.step + 1}")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        last = (micro + 1) % accum == 0  # the micro-batch that ends an optimizer step
+        # DDP: gradients are all-reduced in the backward of the last micro-batch only
+        with nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync():
+            with autocast(device, cfg.train.amp):
+                loss = criterion(model(images), target)
+            scaler.scale(loss / accum).backward()
+        progress.add(loss, images.shape[0] * world_size)
+        if not last:
+            continue
         if cfg.optim.clip_grad:
             scaler.unscale_(optimizer)
             nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
-        scaler.step(optimizer)
+        scaler.step(optimizer)  # a fused optimizer checks the scaler's inf/nan flag on the device
         scaler.update()
+        optimizer.zero_grad(set_to_none=True)
         scheduler.step()
         if ema is not None:
             ema.update(ckpt.unwrap(model), step=state.step)
         state.step += 1
         steps += 1
-        seen += images.shape[0] * world_size
-        total_loss += loss_value
-        if hasattr(bar, "set_postfix") and (steps % cfg.train.log_every == 0 or steps == 1):
-            bar.set_postfix(loss=f"{loss_value:.3f}", img_s=f"{seen / (time.time() - t0):.0f}",
-                            lr=f"{optimizer.param_groups[0]['lr']:.3g}")
         if cfg.train.max_steps and state.step >= cfg.train.max_steps:
             hit_max = True
             break
+        if steps % log_every == 0 and steps < steps_per_epoch:  # the epoch's end logs below
+            log_step(progress, state, optimizer, steps)
     if hasattr(bar, "close"):
         bar.close()
     if steps == 0:
         raise UserError(f"epoch {epoch + 1} ran no training step: every one of the "
                         f"{len(loader.dataset)} training images was unreadable (skipped "
                         f"{getattr(loader, 'skipped_images', 0)}); check the data folder")
-    return total_loss / steps, seen, hit_max
+    return log_step(progress, state, optimizer, steps), progress.images, hit_max
 
 
 def _progress_bar(loader, epoch: int, epochs: int, enabled: bool):
     """tqdm over the loader on a terminal (img/s, loss and ETA); the bare loader otherwise."""
-    if not enabled or not sys.stderr.isatty():
+    if not enabled:
         return loader
     from tqdm import tqdm
 
