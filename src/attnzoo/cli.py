@@ -2,7 +2,7 @@
 
 Exit status: 0 success; 1 a failed run (the loss diverged); 2 a user error (a bad name, value,
 file, path or a size that does not fit in memory), one line on stderr and never a traceback;
-130 interrupted (Ctrl-C). Anything else is a bug and shows its traceback.
+130 interrupted (Ctrl-C); 143 stopped by SIGTERM or SIGUSR1 after saving checkpoints/last.pt. Anything else is a bug and shows its traceback.
 """
 from __future__ import annotations
 
@@ -158,14 +158,18 @@ def _kwargs(items: list[str]) -> dict:
 
 def cmd_train(args) -> int:
     from .engine.config import load_config
+    from .engine.distributed import elastic_resume
+    from .engine.rundir import config_to_continue
     from .engine.train import train
 
     cfg = load_config(args.recipe, _run_overrides(args))
+    resume = elastic_resume(args.resume)
+    cfg = config_to_continue(cfg, args.recipe, _run_overrides(args), resume)  # the run's own config
     if args.dry_run:
         from .engine.dryrun import dry_run_config
 
         cfg = dry_run_config(cfg, args.out_dir)
-    summary = train(cfg, resume=args.resume, quiet=args.quiet)
+    summary = train(cfg, resume=resume, quiet=args.quiet)
     if args.dry_run:
         print(f"dry run of {args.recipe or 'the defaults'} passed: {summary['steps']} steps, "
               f"model {summary['model']} ({summary['params'] / 1e6:.2f}M params)")
@@ -320,13 +324,16 @@ def main(argv=None) -> int:
             raise
         _error(describe_os_error(e))
         return 2
-    except KeyboardInterrupt:
-        print("attnzoo: interrupted; `attnzoo train --resume auto` continues from the last "
-              "checkpoint", file=sys.stderr)
+    except KeyboardInterrupt as e:  # during training it names the command that continues
+        print(f"attnzoo: {e or 'interrupted'}", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - a diverged run ends with its message, anything else is a bug
+        from .engine.preemption import Preempted
         from .engine.train import TrainingDiverged  # here, so other commands skip the training imports
 
+        if isinstance(e, Preempted):
+            print(f"attnzoo: {e}", file=sys.stderr)
+            return e.exit_status
         if not isinstance(e, TrainingDiverged):
             raise
         _error(e)

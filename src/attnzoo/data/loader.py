@@ -23,6 +23,7 @@ distinct files over every loader of that dataset; under DDP per rank: sum with a
 from __future__ import annotations
 
 import random
+import signal
 import warnings
 from typing import Optional
 
@@ -166,6 +167,13 @@ def _collate(samples):
     return images, targets, bad
 
 
+def _leave_stop_signals_to_main(worker_id: int) -> None:
+    """In a DataLoader worker: ignore SIGTERM and SIGUSR1, which a cluster sends to every process
+    of a job; the main process saves the run and ends the workers (attnzoo.engine.preemption)."""
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 class FileLoader(ShardedLoader):
     """A torch DataLoader over a file dataset (per-image transforms in `cfg.workers` processes);
     normalisation and cutout are applied to each batch in the main process."""
@@ -191,6 +199,7 @@ class FileLoader(ShardedLoader):
             items.append(list(zip(batches[b].tolist(), s)))
         loader = torch.utils.data.DataLoader(_Seeded(self.dataset), batch_sampler=items, num_workers=self.workers,
                                              collate_fn=_collate, persistent_workers=False,
+                                             worker_init_fn=_leave_stop_signals_to_main,
                                              generator=epoch_generator(self.seed, self.epoch))  # not the global one
         for k, (x, y, bad) in enumerate(loader):
             if bad:

@@ -105,6 +105,8 @@ class TrainConfig:
     early_stop: int = 0  # patience in evaluations without improvement (0: off)
     max_steps: int = 0  # stop after this many steps (0: off); dry runs use 2
     log_every: int = 20  # steps between progress-bar updates of loss and img/s
+    checkpoint_steps: int = 0  # also write last.pt every this many steps inside an epoch (0: epoch ends only)
+    checkpoint_minutes: float = 0.0  # also write last.pt when this long has passed since the last save (0: off)
     freeze_bn: bool = False  # keep the backbone's BatchNorm statistics and affine frozen
 
 
@@ -327,7 +329,7 @@ RANGES = {
     "train.seed": Range(0, 2**64 - 1),  # torch.manual_seed takes an unsigned 64-bit integer
     "train.label_smoothing": Range(0, 1, high_open=True), "train.ema_decay": Range(0, 1, high_open=True),
     "train.eval_every": Range(1), "train.early_stop": Range(0), "train.max_steps": Range(0),
-    "train.log_every": Range(1),
+    "train.log_every": Range(1), "train.checkpoint_steps": Range(0), "train.checkpoint_minutes": Range(0),
 }
 
 

@@ -25,10 +25,18 @@ from ..errors import UserError, file_errors
 from . import checkpoint as ckpt
 from .config import Config, config_to_dict, insert_attention, save_config
 from .device import out_of_memory_hint, resolve_device
-from .distributed import DistInfo, broadcast_flag, cleanup, init_distributed
+from .distributed import (
+    DistInfo,
+    broadcast_flag,
+    check_same_checkpoint,
+    cleanup,
+    elastic_resume,
+    init_distributed,
+)
 from .evaluate import autocast, evaluate
 from .losses import build_loss
 from .optim import build_optimizer, build_scheduler
+from .preemption import Interrupted, StopControl, continue_command
 from .rundir import LAST, checkpoint_to_resume, prepare_run_dir
 from .runlog import RunLog, format_table
 
@@ -49,6 +57,22 @@ class TrainState:
     final: dict = field(default_factory=dict)  # every split's metrics at the last evaluation
     train_time: float = 0.0  # seconds spent in train_one_epoch
     train_images: int = 0
+    # the epoch in progress, for a checkpoint inside it (all zero at an epoch's end)
+    batch: int = 0  # batches trained; a resumed run skips them
+    epoch_loss: float = 0.0  # sum of their losses
+    epoch_images: int = 0  # images they held, over all processes
+    epoch_time: float = 0.0  # seconds spent on them
+    epoch_lr: float = 0.0  # learning rate of the epoch's first step
+    global_batch: int = 0  # images per step over all processes: a resume must keep it
+
+    def end_epoch(self) -> tuple[float, int, float, float]:
+        """(mean loss, images, seconds, first lr) of the epoch just trained; counts it as finished."""
+        row = (self.epoch_loss / max(self.batch, 1), self.epoch_images, self.epoch_time, self.epoch_lr)
+        self.train_time += self.epoch_time
+        self.train_images += self.epoch_images
+        self.epoch += 1
+        self.batch, self.epoch_loss, self.epoch_images, self.epoch_time = 0, 0.0, 0, 0.0
+        return row
 
     @classmethod
     def from_checkpoint(cls, progress, path) -> "TrainState":
@@ -103,8 +127,14 @@ def train(cfg: Config, resume: str | None = None, quiet: bool = False) -> dict:
     from checkpoints/last.pt when there is one) or a path to a last.pt.
     """
     dist = init_distributed(resolve_device(cfg.train.device, "train.device").type)
+    resume = elastic_resume(resume)  # a restarted torchrun group continues by itself
+    command = continue_command(cfg.name, cfg.out_dir)
     try:
-        return _train(cfg, resume, quiet, dist)
+        with StopControl(cfg.train.checkpoint_steps, cfg.train.checkpoint_minutes, cfg.train.log_every,
+                         dist.enabled, command) as control:
+            return _train(cfg, resume, quiet, dist, control)
+    except KeyboardInterrupt:
+        raise Interrupted(command) from None
     except TrainingDiverged as e:
         last_path = cfg.run_dir / LAST
         kept = (f"{last_path} still holds the last good state" if last_path.exists()
@@ -115,7 +145,7 @@ def train(cfg: Config, resume: str | None = None, quiet: bool = False) -> dict:
         cleanup()
 
 
-def _train(cfg: Config, resume, quiet: bool, dist: DistInfo) -> dict:
+def _train(cfg: Config, resume, quiet: bool, dist: DistInfo, control: StopControl) -> dict:
     start_time = time.time()
     device = resolve_device(cfg.train.device, "train.device", dist.local_rank if dist.enabled else None)
     if device.type == "cuda":
@@ -126,6 +156,7 @@ def _train(cfg: Config, resume, quiet: bool, dist: DistInfo) -> dict:
     check_model_name(cfg.model.name)  # before the run folder and the data: fail fast
     resume_from = checkpoint_to_resume(run_dir, resume)
     if dist.enabled:
+        check_same_checkpoint(resume_from, device)
         torch.distributed.barrier()  # every process has checked the folder before one writes to it
     if dist.is_main:
         prepare_run_dir(run_dir)
@@ -177,22 +208,37 @@ def _train(cfg: Config, resume, quiet: bool, dist: DistInfo) -> dict:
     criterion = build_loss(cfg.train.loss, cfg.train.loss_options, cfg.train.label_smoothing,
                            multilabel=bundle.multilabel)
 
-    state = TrainState()
+    state = TrainState(global_batch=cfg.data.batch_size // dist.world_size * dist.world_size)
+    changes = {}
     if saved is not None:
-        ckpt.check_resumable(saved, resume_from, config, model, optimizer)
+        changes = ckpt.check_resumable(saved, resume_from, config, model, optimizer)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         scaler.load_state_dict(saved["scaler"])
         if ema is not None and saved.get("ema") is not None:
             ema.module.load_state_dict(saved["ema"])
-        state = TrainState.from_checkpoint(saved["progress"], resume_from)
+        global_batch, state = state.global_batch, TrainState.from_checkpoint(saved["progress"], resume_from)
+        if state.global_batch != global_batch:
+            raise UserError(f"checkpoint {resume_from}: the run took global batches of {state.global_batch} "
+                            f"images, data.batch_size={cfg.data.batch_size} over {dist.world_size} processes "
+                            f"makes {global_batch}; use a number of processes that divides {state.global_batch}")
         ckpt.set_rng_state(saved["rng"])
 
     if dist.is_main:
         with file_errors(f"write {run_dir / 'config.yaml'}"):
             save_config(cfg, run_dir / "config.yaml")
     log = RunLog(run_dir, enabled=dist.is_main, resume_epoch=state.epoch)
+
+    def save_last():
+        if dist.is_main:
+            save_checkpoint(last_path, model, optimizer, scheduler, scaler, ema, state, config)
+
+    def step_end(epoch_end: bool) -> bool:  # after every optimizer step: last.pt due? stop requested?
+        return control.after_step(state.step, epoch_end, save_last)
+
+    if saved is None:
+        save_last()  # from the first step on, every kill leaves a last.pt to continue from
     metric = _primary_metric(bundle)
     epochs = cfg.schedule.epochs
     stopped = "completed"
@@ -200,18 +246,18 @@ def _train(cfg: Config, resume, quiet: bool, dist: DistInfo) -> dict:
         with out_of_memory_hint(cfg.data.batch_size, bundle.img_size):
             while state.epoch < epochs:
                 epoch = state.epoch
-                train_loader.set_epoch(epoch)
-                lr = optimizer.param_groups[0]["lr"]  # the lr this epoch starts with
-                t0 = time.time()
-                loss, images, hit_max = train_one_epoch(
+                train_loader.set_epoch(epoch, skip_batches=state.batch)  # inside it when resumed there
+                hit_max = train_one_epoch(
                     train_model, criterion, optimizer, scheduler, scaler, train_loader, device, epoch,
-                    state, cfg, ema=ema, world_size=dist.world_size, show_progress=dist.is_main and not quiet)
-                seconds = time.time() - t0
-                state.train_time += seconds
-                state.train_images += images
-                state.epoch = epoch + 1
+                    state, cfg, ema=ema, world_size=dist.world_size, show_progress=dist.is_main and not quiet,
+                    step_end=step_end)
+                if control.stopping:  # out of the loader's loop first, so its workers end at once
+                    control.stop(state.epoch, state.batch, state.step)
+                loss, images, seconds, lr = state.end_epoch()
                 row = {"epoch": epoch + 1, "train_loss": loss, "lr": lr,
                        "img_per_s": images / max(seconds, 1e-9), "time_s": seconds}
+                if changes:  # the keys a resume changed, in the first epoch it logs
+                    row["config_changes"], changes = changes, {}
                 stop = False
                 if (epoch + 1) % cfg.train.eval_every == 0 or state.epoch == epochs or hit_max:
                     row["eval"] = state.final = evaluate_splits(model, eval_loaders, device, cfg,
@@ -230,8 +276,8 @@ def _train(cfg: Config, resume, quiet: bool, dist: DistInfo) -> dict:
                     else:
                         stop = bool(cfg.train.early_stop) and state.bad_evals >= cfg.train.early_stop
                 log.epoch(row)
-                if dist.is_main:
-                    save_checkpoint(last_path, model, optimizer, scheduler, scaler, ema, state, config)
+                save_last()
+                control.saved()
                 if not quiet and dist.is_main and not sys.stderr.isatty():
                     shown = {k: round(v, 2) for k, v in _first(row.get("eval", {"": {}})).items()}
                     print(f"epoch {epoch + 1}/{epochs} loss {loss:.4f} {shown}", flush=True)
@@ -241,6 +287,8 @@ def _train(cfg: Config, resume, quiet: bool, dist: DistInfo) -> dict:
                 if broadcast_flag(stop, device):
                     stopped = "early_stop"
                     break
+                if state.epoch < epochs and control.at_epoch_end():
+                    control.stop(state.epoch, 0, state.step)
     finally:
         log.close()
 
@@ -306,13 +354,16 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, scaler, ema, state:
 
 def train_one_epoch(model, criterion, optimizer, scheduler, scaler, loader, device, epoch: int,
                     state: TrainState, cfg: Config, ema=None, world_size: int = 1,
-                    show_progress: bool = False):
-    """One pass over the training data, stepping the schedule every step and counting `state.step`;
-    returns (mean loss, images seen over all processes, whether train.max_steps was reached)."""
+                    show_progress: bool = False, step_end=None) -> bool:
+    """One pass over the training data (from batch `state.batch` on, where a run was resumed inside
+    the epoch), stepping the schedule every step and counting the epoch's progress in `state`;
+    `step_end(epoch_end)` is called after every step, True ends the epoch early. Returns whether train.max_steps was reached."""
     model.train()
+    if state.batch == 0:
+        state.epoch_lr = optimizer.param_groups[0]["lr"]
     bar = _progress_bar(loader, epoch, cfg.schedule.epochs, enabled=show_progress)
-    total_loss, seen, steps, hit_max = 0.0, 0, 0, False
-    t0 = time.time()
+    hit_max = False
+    t0, time_before, images_before = time.time(), state.epoch_time, state.epoch_images
     for images, target in bar:
         images = images.to(device, non_blocking=True)
         if cfg.train.channels_last:
@@ -334,22 +385,26 @@ def train_one_epoch(model, criterion, optimizer, scheduler, scaler, loader, devi
         if ema is not None:
             ema.update(ckpt.unwrap(model), step=state.step)
         state.step += 1
-        steps += 1
-        seen += images.shape[0] * world_size
-        total_loss += loss_value
-        if hasattr(bar, "set_postfix") and (steps % cfg.train.log_every == 0 or steps == 1):
+        state.batch += 1
+        state.epoch_images += images.shape[0] * world_size
+        state.epoch_loss += loss_value
+        state.epoch_time = time_before + time.time() - t0
+        if hasattr(bar, "set_postfix") and (state.batch % cfg.train.log_every == 0 or state.batch == 1):
+            seen = state.epoch_images - images_before
             bar.set_postfix(loss=f"{loss_value:.3f}", img_s=f"{seen / (time.time() - t0):.0f}",
                             lr=f"{optimizer.param_groups[0]['lr']:.3g}")
-        if cfg.train.max_steps and state.step >= cfg.train.max_steps:
-            hit_max = True
+        hit_max = bool(cfg.train.max_steps) and state.step >= cfg.train.max_steps
+        if step_end is not None and step_end(hit_max or state.batch == len(loader)):
+            break  # a stop was requested and last.pt written
+        if hit_max:
             break
     if hasattr(bar, "close"):
         bar.close()
-    if steps == 0:
+    if state.batch == 0:
         raise UserError(f"epoch {epoch + 1} ran no training step: every one of the "
                         f"{len(loader.dataset)} training images was unreadable (skipped "
                         f"{getattr(loader, 'skipped_images', 0)}); check the data folder")
-    return total_loss / steps, seen, hit_max
+    return hit_max
 
 
 def _progress_bar(loader, epoch: int, epochs: int, enabled: bool):
