@@ -324,8 +324,9 @@ def main(argv=None) -> int:
             raise
         _error(describe_os_error(e))
         return 2
-    except KeyboardInterrupt as e:  # during training it names the command that continues
-        print(f"attnzoo: {e or 'interrupted'}", file=sys.stderr)
+    except KeyboardInterrupt as e:  # during training it names the command that continues the run
+        print(f"attnzoo: {str(e) or 'interrupted; `attnzoo train --resume auto` continues from the last checkpoint'}",
+              file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - a diverged run ends with its message, anything else is a bug
         from .engine.preemption import Preempted

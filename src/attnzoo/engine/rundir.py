@@ -1,7 +1,8 @@
 """The run-folder guard: a folder that holds anything of a run is written into only to continue it.
 
-A new run needs an absent or empty folder. `--resume auto` continues from checkpoints/last.pt, and
-starts afresh only where an earlier start stopped before any epoch finished (nothing to lose).
+A new run needs an absent or empty folder. `--resume auto` continues from checkpoints/last.pt (which a
+run writes before its first step), and starts afresh only where an earlier start stopped before that
+(nothing to lose).
 `--resume PATH` may continue a checkpoint in a new folder, never in one holding another run.
 Temporary files left by a write that was killed half way are removed once the folder is ours.
 A resumed run keeps its own config: `config_to_continue` puts the command line's keys on top of it.
