@@ -171,7 +171,8 @@ def config_changes(then: dict, now: dict) -> tuple[dict, list[str]]:
     allowed, refused = {}, []
     for key in sorted(set(a) | set(b)):
         old, new = a.get(key, _UNSET), b.get(key, _UNSET)
-        if old == new or (isinstance(old, (list, tuple)) and list(old) == new):
+        seqs = isinstance(old, (list, tuple)) and isinstance(new, (list, tuple))
+        if old == new or (seqs and list(old) == list(new)):  # YAML gives lists, dataclasses tuples
             continue
         may = any(key == k or key.startswith(k + ".") for k in RESUME_MAY_CHANGE)
         if key == "schedule.epochs" and b.get("schedule.name") == "onecycle":
