@@ -219,7 +219,8 @@ def test_the_global_batch_of_a_run_is_kept(tmp_path):
 def test_which_config_keys_a_resume_may_change():
     then = {"name": "a", "schedule": {"name": "cosine", "epochs": 2}, "data": {"workers": 2, "options": {}},
             "optim": {"lr": 0.1, "betas": [0.9, 0.999]}}
-    now = {"name": "b", "schedule": {"name": "cosine", "epochs": 5}, "data": {"workers": 0, "options": {"k": 1}},
+    now = {"name": "b", "schedule": {"name": "cosine", "epochs": 5},
+           "data": {"workers": 0, "options": {"k": 1}},
            "optim": {"lr": 0.1, "betas": (0.9, 0.999)}}
     allowed, refused = ckpt.config_changes(then, now)
     assert allowed == {"name": ["a", "b"], "schedule.epochs": [2, 5], "data.workers": [2, 0]}

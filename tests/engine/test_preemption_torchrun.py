@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # 2 epochs of 4 steps, a checkpoint after every step, the ranks agree on a stop every step
 ARGS = ["--set", "model.name=resnet_cifar", "--set", "model.kwargs.depth=8",
         "--set", "data.options.num_train=64", "--set", "data.options.num_test=16", "--set", "data.workers=0",
-        "--set", "train.deterministic=true", "--set", "train.checkpoint_steps=1", "--set", "train.log_every=1",
+        "--set", "train.deterministic=true", "--set", "train.checkpoint_steps=1",
+        "--set", "train.log_every=1",
         "--batch-size", "16", "--epochs", "2", "--device", "cpu", "--quiet"]
 
 # what torchrun runs: the attnzoo command, with faults injected through the environment
@@ -82,7 +83,8 @@ def _weights(tmp_path, name):
 def _two_nodes(tmp_path, name, rendezvous: str):
     port = _port()
     if rendezvous == "static":
-        nodes = [["--master_addr", "127.0.0.1", "--master_port", str(port), "--node_rank", str(i)] for i in (0, 1)]
+        nodes = [["--master_addr", "127.0.0.1", "--master_port", str(port), "--node_rank", str(i)]
+                 for i in (0, 1)]
     else:
         nodes = [["--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", name]] * 2
     _finish(*[_torchrun(tmp_path, name, ["--nnodes", "2", "--nproc_per_node", "1", *node]) for node in nodes])
@@ -138,7 +140,8 @@ def test_the_sbatch_script_stops_requeues_and_continues(reference):
                    GPUS_PER_NODE="2", MASTER_PORT=str(_port()), NAME="slurm", OUT_DIR=str(tmp_path / "runs"),
                    TRAIN=str(tmp_path / "train.py"), SCONTROL_LOG=str(log), **extra)
         return subprocess.Popen(["bash", str(sbatch), *ARGS], env=env, cwd=tmp_path,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
 
     first = job(SLOW_FROM="3", MARKER=str(marker))
     deadline = time.time() + 240
@@ -148,7 +151,8 @@ def test_the_sbatch_script_stops_requeues_and_continues(reference):
     out = _finish(first)[0]
     assert "requeued" in out and "requeue 42" in log.read_text(), out[-4000:]
     assert "stopped by SIGUSR1" in out, out[-4000:]
-    progress = torch.load(tmp_path / "runs" / "slurm" / "checkpoints" / "last.pt", weights_only=True)["progress"]
+    last = tmp_path / "runs" / "slurm" / "checkpoints" / "last.pt"
+    progress = torch.load(last, weights_only=True)["progress"]
     assert 3 <= progress["step"] < 8
     assert not (tmp_path / "runs" / "slurm" / "summary.json").exists()
     _finish(job())

@@ -210,6 +210,7 @@ def check_resumable(saved, path, config: dict, model: torch.nn.Module,
         differences.append(f"optimizer parameter groups sized {saved_groups} in the checkpoint, {groups} now")
     if differences:
         may = ", ".join(k for k in RESUME_MAY_CHANGE if k not in ("name", "out_dir", "paper"))
-        raise UserError(f"checkpoint {path} cannot continue this run: {'; '.join(differences)} (a resumed "
-                        f"run keeps its own config except {may}; drop the other flags, or start a new --name)")
+        raise UserError(f"checkpoint {path} cannot continue this run: {'; '.join(differences)} (a "
+                        f"resumed run keeps its own config except {may}; drop the other flags, or start "
+                        "a new --name)")
     return changes

@@ -220,9 +220,10 @@ def _train(cfg: Config, resume, quiet: bool, dist: DistInfo, control: StopContro
             ema.module.load_state_dict(saved["ema"])
         global_batch, state = state.global_batch, TrainState.from_checkpoint(saved["progress"], resume_from)
         if state.global_batch != global_batch:
-            raise UserError(f"checkpoint {resume_from}: the run took global batches of {state.global_batch} "
-                            f"images, data.batch_size={cfg.data.batch_size} over {dist.world_size} processes "
-                            f"makes {global_batch}; use a number of processes that divides {state.global_batch}")
+            raise UserError(f"checkpoint {resume_from}: the run took global batches of "
+                            f"{state.global_batch} images, data.batch_size={cfg.data.batch_size} over "
+                            f"{dist.world_size} processes makes {global_batch}; use a number of processes "
+                            f"that divides {state.global_batch}")
         ckpt.set_rng_state(saved["rng"])
 
     if dist.is_main:
@@ -357,7 +358,8 @@ def train_one_epoch(model, criterion, optimizer, scheduler, scaler, loader, devi
                     show_progress: bool = False, step_end=None) -> bool:
     """One pass over the training data (from batch `state.batch` on, where a run was resumed inside
     the epoch), stepping the schedule every step and counting the epoch's progress in `state`;
-    `step_end(epoch_end)` is called after every step, True ends the epoch early. Returns whether train.max_steps was reached."""
+    `step_end(epoch_end)` is called after every step; True ends the epoch early (a stop). Returns
+    whether train.max_steps was reached."""
     model.train()
     if state.batch == 0:
         state.epoch_lr = optimizer.param_groups[0]["lr"]
