@@ -32,7 +32,16 @@ def init_distributed(device_type: str) -> DistInfo:
     info = DistInfo(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")),
                     int(os.environ["WORLD_SIZE"]), enabled=True)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        if attempt in ("", "0"):
+            dist.init_process_group(backend)
+        else:
+            # a restarted group may meet the store of the failed one (torchrun keeps the agent's
+            # store across restarts), whose keys hold the old processes' addresses: its own prefix
+            store, rank, world_size = next(dist.rendezvous("env://"))
+            dist.init_process_group(backend, store=dist.PrefixStore(f"attnzoo_attempt_{attempt}", store),
+                                    rank=rank, world_size=world_size)
     return info
 
 
