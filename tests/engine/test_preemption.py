@@ -228,3 +228,40 @@ def test_which_config_keys_a_resume_may_change():
     then["schedule"]["name"] = now["schedule"]["name"] = "onecycle"
     allowed, refused = ckpt.config_changes(then, now)
     assert "schedule.epochs" not in allowed and "cannot be extended" in refused[-1]
+
+
+def test_ranks_agree_on_a_stop_at_log_steps_only(monkeypatch):
+    """Under DDP the one collective of the stop decision is at log steps; between them no process
+    waits on another, and a signal seen by one rank stops every rank after the same step."""
+    import torch.distributed as dist
+
+    from attnzoo.engine.preemption import StopControl
+
+    calls = []
+
+    def all_reduce(t, op=None):
+        calls.append(step)
+        t.fill_(1.0 if step == 8 else 0.0)  # rank 1 was signalled before step 8's agreement
+
+    monkeypatch.setattr(dist, "all_reduce", all_reduce)
+    monkeypatch.setattr(dist, "get_backend", lambda: "gloo")
+    monkeypatch.setattr(dist, "barrier", lambda: calls.append("barrier"))
+    saves = []
+    with StopControl(checkpoint_steps=3, checkpoint_minutes=0, log_every=4, distributed=True,
+                     command="attnzoo train ...") as control:
+        for step in range(1, 11):
+            if control.after_step(step, epoch_end=False, save=lambda s=step: saves.append(s)):
+                break
+    assert calls == [4, 8, "barrier"] and step == 8
+    assert saves == [3, 6, 8]  # the cadence, then the stop's save
+
+
+def test_ranks_that_see_different_checkpoints_are_refused(monkeypatch):
+    import torch.distributed as dist
+
+    from attnzoo.engine.distributed import check_same_checkpoint
+
+    monkeypatch.setattr(dist, "all_reduce", lambda t, op=None: t.fill_(1))  # 1 of 2 ranks sees one
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    with pytest.raises(T.UserError, match="only 1 of 2 processes see a checkpoint .* shares"):
+        check_same_checkpoint(None, "cpu")
