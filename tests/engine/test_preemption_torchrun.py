@@ -113,7 +113,7 @@ def test_a_restarted_group_continues_from_last_pt_by_itself(reference):
     continues from the last.pt of step 5 without --resume."""
     tmp_path, weights = reference
     proc = _torchrun(tmp_path, "restarted", ["--standalone", "--nproc_per_node", "2", "--max-restarts", "1"],
-                     env=_env(tmp_path, KILL_AT="6"))
+                     env=_env(tmp_path, KILL_AT="6", TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1"))
     out = _finish(proc)[0]
     assert "SIGKILL" in out or "Signals.SIGKILL" in out or "-9" in out, out[-3000:]
     _assert_equal(_weights(tmp_path, "restarted"), weights)

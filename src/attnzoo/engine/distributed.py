@@ -32,16 +32,7 @@ def init_distributed(device_type: str) -> DistInfo:
     info = DistInfo(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")),
                     int(os.environ["WORLD_SIZE"]), enabled=True)
     if not dist.is_initialized():
-        backend = "nccl" if device_type == "cuda" else "gloo"
-        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-        if attempt in ("", "0"):
-            dist.init_process_group(backend)
-        else:
-            # a restarted group may meet the store of the failed one (torchrun keeps the agent's
-            # store across restarts), whose keys hold the old processes' addresses: its own prefix
-            store, rank, world_size = next(dist.rendezvous("env://"))
-            dist.init_process_group(backend, store=dist.PrefixStore(f"attnzoo_attempt_{attempt}", store),
-                                    rank=rank, world_size=world_size)
+        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
     return info
 
 
@@ -80,12 +71,17 @@ def broadcast_flag(flag: bool, device) -> bool:
     return bool(t.item())
 
 
-def elastic_resume(resume: str | None) -> str | None:
+def elastic_resume(resume: str | None, device=None) -> str | None:
     """'auto' in a group that torchrun restarted (TORCHELASTIC_RESTART_COUNT > 0) after a failure,
-    so that it continues from last.pt by itself; `resume` otherwise."""
-    if resume is None and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0:
-        return "auto"
-    return resume
+    so that it continues from last.pt by itself; `resume` otherwise. With `device`, in a process
+    group, the processes agree (one all-reduce): torchrun restarts the workers of the other nodes
+    too, but counts the restart only on the node that failed."""
+    count = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+    if device is not None and dist.is_initialized():
+        t = torch.tensor([count], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        count = int(t.item())
+    return "auto" if resume is None and count > 0 else resume
 
 
 def check_same_checkpoint(checkpoint, device) -> None:

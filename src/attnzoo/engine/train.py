@@ -127,7 +127,6 @@ def train(cfg: Config, resume: str | None = None, quiet: bool = False) -> dict:
     from checkpoints/last.pt when there is one) or a path to a last.pt.
     """
     dist = init_distributed(resolve_device(cfg.train.device, "train.device").type)
-    resume = elastic_resume(resume)  # a restarted torchrun group continues by itself
     command = continue_command(cfg.name, cfg.out_dir)
     try:
         with StopControl(cfg.train.checkpoint_steps, cfg.train.checkpoint_minutes, cfg.train.log_every,
@@ -154,6 +153,7 @@ def _train(cfg: Config, resume, quiet: bool, dist: DistInfo, control: StopContro
     run_dir = cfg.run_dir
     last_path = run_dir / LAST
     check_model_name(cfg.model.name)  # before the run folder and the data: fail fast
+    resume = elastic_resume(resume, device if dist.enabled else None)  # a restarted group continues
     resume_from = checkpoint_to_resume(run_dir, resume)
     if dist.enabled:
         check_same_checkpoint(resume_from, device)
