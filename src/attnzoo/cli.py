@@ -2,7 +2,8 @@
 
 Exit status: 0 success; 1 a failed run (the loss diverged); 2 a user error (a bad name, value,
 file, path or a size that does not fit in memory), one line on stderr and never a traceback;
-130 interrupted (Ctrl-C); 143 stopped by SIGTERM or SIGUSR1 after saving checkpoints/last.pt. Anything else is a bug and shows its traceback.
+130 interrupted (Ctrl-C); 143 stopped by SIGTERM or SIGUSR1 after saving checkpoints/last.pt.
+Anything else is a bug and shows its traceback.
 """
 from __future__ import annotations
 
@@ -325,8 +326,8 @@ def main(argv=None) -> int:
         _error(describe_os_error(e))
         return 2
     except KeyboardInterrupt as e:  # during training it names the command that continues the run
-        print(f"attnzoo: {str(e) or 'interrupted; `attnzoo train --resume auto` continues from the last checkpoint'}",
-              file=sys.stderr)
+        hint = "interrupted; `attnzoo train --resume auto` continues from the last checkpoint"
+        print(f"attnzoo: {str(e) or hint}", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - a diverged run ends with its message, anything else is a bug
         from .engine.preemption import Preempted

@@ -105,8 +105,8 @@ class TrainConfig:
     early_stop: int = 0  # patience in evaluations without improvement (0: off)
     max_steps: int = 0  # stop after this many steps (0: off); dry runs use 2
     log_every: int = 20  # steps between progress-bar updates of loss and img/s
-    checkpoint_steps: int = 0  # also write last.pt every this many steps inside an epoch (0: epoch ends only)
-    checkpoint_minutes: float = 0.0  # also write last.pt when this long has passed since the last save (0: off)
+    checkpoint_steps: int = 0  # also write last.pt every this many steps inside epochs (0: off)
+    checkpoint_minutes: float = 0.0  # also write last.pt this long after the last save (0: off)
     freeze_bn: bool = False  # keep the backbone's BatchNorm statistics and affine frozen
 
 
