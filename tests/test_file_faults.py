@@ -58,7 +58,7 @@ def test_full_disk_keeps_the_last_good_checkpoint(capsys, tmp_path, monkeypatch)
     monkeypatch.setattr(ckpt.os, "fsync", fsync)
     argv = ["train", "--name", "t", "--out-dir", str(tmp_path), "--quiet", *TINY, "--epochs", "2"]
     one_line_error(capsys, argv, "disk is full")
-    assert ckpt.load_training_state(last)["progress"]["epoch"] == 1
+    assert ckpt.load_training_state(last)["progress"]["step"] == 0  # the first: before the first step
     assert not list(last.parent.glob("*.tmp")) and not list(last.parent.glob(".*.tmp"))
 
 

@@ -3,7 +3,8 @@
 Exit status: 0 success; 1 a failed run (the loss diverged); 2 a user error (a bad name, value,
 file, path or a size that does not fit in memory), one line on stderr and never a traceback;
 130 interrupted (Ctrl-C); 141 the reader of stdout closed it (`attnzoo models | head -2`), as for
-any command a pipe cuts short. Anything else is a bug and shows its traceback.
+any command a pipe cuts short; 143 stopped by SIGTERM or SIGUSR1 after saving checkpoints/last.pt.
+Anything else is a bug and shows its traceback.
 """
 from __future__ import annotations
 
@@ -223,13 +224,17 @@ def _run(argv, held: _HeldWarnings) -> int:
         held.flush(drop=True)
         _error(describe_os_error(e))
         return 2
-    except KeyboardInterrupt:
-        print("attnzoo: interrupted; `attnzoo train --resume auto` continues from the last "
-              "checkpoint", file=sys.stderr)
+    except KeyboardInterrupt as e:  # during training it names the command that continues the run
+        hint = "interrupted; `attnzoo train --resume auto` continues from the last checkpoint"
+        print(f"attnzoo: {str(e) or hint}", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - a diverged run ends with its message, anything else is a bug
+        from .engine.preemption import Preempted
         from .engine.train import TrainingDiverged  # here, so other commands skip the training imports
 
+        if isinstance(e, Preempted):
+            print(f"attnzoo: {e}", file=sys.stderr)
+            return e.exit_status
         if not isinstance(e, TrainingDiverged):
             raise
         _error(e)

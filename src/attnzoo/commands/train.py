@@ -6,14 +6,18 @@ from .overrides import run_overrides
 
 def run(args) -> int:
     from ..engine.config import load_config
+    from ..engine.distributed import elastic_resume
+    from ..engine.rundir import config_to_continue
     from ..engine.train import train
 
     cfg = load_config(args.recipe, run_overrides(args))
+    resume = elastic_resume(args.resume)  # 'auto' in a group torchrun restarted
+    cfg = config_to_continue(cfg, args.recipe, run_overrides(args), resume)  # the run's own config
     if args.dry_run:
         from ..engine.dryrun import dry_run_config
 
         cfg = dry_run_config(cfg, args.out_dir)
-    summary = train(cfg, resume=args.resume, quiet=args.quiet)
+    summary = train(cfg, resume=resume, quiet=args.quiet)
     if args.dry_run:
         print(f"dry run of {args.recipe or 'the defaults'} passed: {summary['steps']} steps, "
               f"model {summary['model']} ({summary['params'] / 1e6:.2f}M params)")

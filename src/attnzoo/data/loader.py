@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import warnings
 from typing import Optional
 
@@ -262,6 +263,13 @@ class _EpochBatches(torch.utils.data.Sampler):
         return len(self.items)
 
 
+def _leave_stop_signals_to_main(worker_id: int) -> None:
+    """In a DataLoader worker: ignore SIGTERM and SIGUSR1, which a cluster sends to every process
+    of a job; the main process saves the run and ends the workers (attnzoo.engine.preemption)."""
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 class FileLoader(ShardedLoader):
     """One torch DataLoader over a file dataset for the whole run (persistent workers decode and
     transform each image to uint8); batches reach `device` pinned and one ahead, and are normalised
@@ -279,7 +287,7 @@ class FileLoader(ShardedLoader):
         self._loader = torch.utils.data.DataLoader(
             _Seeded(dataset), batch_sampler=self._batches, num_workers=self.workers, collate_fn=_collate,
             pin_memory=self.device.type == "cuda", persistent_workers=self.workers > 0,
-            generator=torch.Generator().manual_seed(self.seed))
+            worker_init_fn=_leave_stop_signals_to_main, generator=torch.Generator().manual_seed(self.seed))
 
     def __iter__(self):
         skip, self.skip_batches = self.skip_batches, 0  # applies to this iteration only

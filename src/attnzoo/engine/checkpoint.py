@@ -153,42 +153,64 @@ def load_model(path, map_location="cpu", **model_overrides):
     return model.to(map_location).eval(), cfg
 
 
-# Config keys a run can only be continued with unchanged: they decide what the saved states hold.
-RESUME_KEYS = ("model.name", "model.kwargs", "optim.name", "optim.decay_norm_and_bias", "schedule.name")
+# What a resumed run may change of the run's own config; any other difference is refused. The
+# number of processes may change too where the global batch stays the same (checked in train).
+RESUME_MAY_CHANGE = ("name", "out_dir", "paper", "schedule.epochs", "data.root", "data.workers",
+                     "data.eval_batch_size", "train.device", "train.compile", "train.checkpoint_steps",
+                     "train.checkpoint_minutes", "train.log_every")
 TRAINING_STATE_KEYS = ("model", "optimizer", "scheduler", "scaler", "progress", "rng")
+_UNSET = "unset"
+
+
+def config_changes(then: dict, now: dict) -> tuple[dict, list[str]]:
+    """({key: [then, now]} of the differing keys that may change on resume, descriptions of the
+    others), over every leaf key of the two config dicts."""
+    from .runlog import flatten
+
+    a, b = flatten(then), flatten(now)
+    allowed, refused = {}, []
+    for key in sorted(set(a) | set(b)):
+        old, new = a.get(key, _UNSET), b.get(key, _UNSET)
+        seqs = isinstance(old, (list, tuple)) and isinstance(new, (list, tuple))
+        if old == new or (seqs and list(old) == list(new)):  # YAML gives lists, dataclasses tuples
+            continue
+        may = any(key == k or key.startswith(k + ".") for k in RESUME_MAY_CHANGE)
+        if key == "schedule.epochs" and b.get("schedule.name") == "onecycle":
+            refused.append(f"schedule.epochs {old!r} in the checkpoint, {new!r} now (a one-cycle "
+                           "schedule is fixed at the start: it cannot be extended)")
+        elif may:
+            allowed[key] = [old, new]
+        else:
+            refused.append(f"{key} {old!r} in the checkpoint, {new!r} now")
+    return allowed, refused
 
 
 def check_resumable(saved, path, config: dict, model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer) -> None:
+                    optimizer: torch.optim.Optimizer) -> dict:
     """UserError saying what differs unless the training state `saved` (read from `path`) fits this
-    run's `config` (a config dict), model and optimizer; checked before anything is loaded."""
+    run's `config` (a config dict), model and optimizer; checked before anything is loaded. Returns
+    the config keys that changed as they may ({key: [then, now]}, see RESUME_MAY_CHANGE)."""
     if not (isinstance(saved, dict) and all(k in saved for k in TRAINING_STATE_KEYS)
             and isinstance(saved["model"], dict) and isinstance(saved["optimizer"], dict)):
         found = ", ".join(map(str, saved)) if isinstance(saved, dict) else type(saved).__name__
         raise UserError(f"checkpoint {path} is not an attnzoo training state (holds {found or 'nothing'}; "
                         f"expected {', '.join(TRAINING_STATE_KEYS)}): give a run's checkpoints/last.pt")
-    differences = []
+    changes, differences = {}, []
     if isinstance(saved.get("config"), dict):
-        for key in RESUME_KEYS:
-            then, now = _lookup(saved["config"], key), _lookup(config, key)
-            if then != now:
-                differences.append(f"{key} {then!r} in the checkpoint, {now!r} now")
+        changes, differences = config_changes(saved["config"], config)
     mismatch = state_mismatch(unwrap(model).state_dict(), saved["model"])
-    if any(mismatch):
+    if any(mismatch) and not differences:  # a config difference explains the states' mismatch
         differences.append(f"weights: {describe_mismatch(*mismatch, shown=3)}")
     groups = [len(g["params"]) for g in optimizer.state_dict()["param_groups"]]
     try:
         saved_groups = [len(g["params"]) for g in saved["optimizer"]["param_groups"]]
     except (TypeError, KeyError):  # not an optimizer's state
         saved_groups = None
-    if saved_groups != groups:
+    if saved_groups != groups and not differences:
         differences.append(f"optimizer parameter groups sized {saved_groups} in the checkpoint, {groups} now")
     if differences:
-        raise UserError(f"checkpoint {path} cannot continue this run: {'; '.join(differences)} "
-                        "(resume with the config it was trained with, or start a new --name)")
-
-
-def _lookup(config: dict, dotted: str):
-    for part in dotted.split("."):
-        config = config.get(part) if isinstance(config, dict) else None
-    return config
+        may = ", ".join(k for k in RESUME_MAY_CHANGE if k not in ("name", "out_dir", "paper"))
+        raise UserError(f"checkpoint {path} cannot continue this run: {'; '.join(differences)} (a "
+                        f"resumed run keeps its own config except {may}; drop the other flags, or start "
+                        "a new --name)")
+    return changes

@@ -94,6 +94,8 @@ class TrainConfig:
     early_stop: int = 0  # patience in evaluations without improvement (0: off)
     max_steps: int = 0  # stop after this many steps (0: off); dry runs use 2
     log_every: int = 20  # optimizer steps between log steps: loss check, progress bar or log line
+    checkpoint_steps: int = 0  # also write last.pt every this many steps inside epochs (0: off)
+    checkpoint_minutes: float = 0.0  # also write last.pt this long after the last save (0: off)
     freeze_bn: bool = False  # keep the backbone's BatchNorm statistics and affine frozen
 
 
@@ -267,7 +269,8 @@ RANGES = {
     "train.seed": Range(0, 2**64 - 1),  # torch.manual_seed takes an unsigned 64-bit integer
     "train.label_smoothing": Range(0, 1, high_open=True), "train.ema_decay": Range(0, 1, high_open=True),
     "train.eval_every": Range(1), "train.early_stop": Range(0), "train.max_steps": Range(0),
-    "train.log_every": Range(1), "train.accum_steps": Range(1),
+    "train.log_every": Range(1), "train.accum_steps": Range(1), "train.checkpoint_steps": Range(0),
+    "train.checkpoint_minutes": Range(0),
 }
 
 

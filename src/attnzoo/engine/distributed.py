@@ -4,6 +4,8 @@
 without them a run is a single process and every helper here is a no-op. Under torchrun the group
 is joined even for one process, so `--nproc_per_node 1` runs the same DDP/SyncBatchNorm path as N.
 """
+from __future__ import annotations
+
 import os
 from dataclasses import dataclass
 
@@ -57,7 +59,7 @@ def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
     padded[: tensor.shape[0]] = tensor
     parts = [torch.empty_like(padded) for _ in sizes]
     dist.all_gather(parts, padded)
-    return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)])
+    return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes, strict=True)])
 
 
 def broadcast_flag(flag: bool, device) -> bool:
@@ -67,3 +69,29 @@ def broadcast_flag(flag: bool, device) -> bool:
     t = torch.tensor([1 if flag else 0], device=device)
     dist.broadcast(t, 0)
     return bool(t.item())
+
+
+def elastic_resume(resume: str | None, device=None) -> str | None:
+    """'auto' in a group that torchrun restarted (TORCHELASTIC_RESTART_COUNT > 0) after a failure,
+    so that it continues from last.pt by itself; `resume` otherwise. With `device`, in a process
+    group, the processes agree (one all-reduce): torchrun restarts the workers of the other nodes
+    too, but counts the restart only on the node that failed."""
+    count = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+    if device is not None and dist.is_initialized():
+        t = torch.tensor([count], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        count = int(t.item())
+    return "auto" if resume is None and count > 0 else resume
+
+
+def check_same_checkpoint(checkpoint, device) -> None:
+    """UserError unless every process found the same thing to continue from: every rank reads
+    last.pt, so the run folder must be on storage that every node sees (one collective)."""
+    from ..errors import UserError
+
+    found = torch.tensor([0 if checkpoint is None else 1], device=device)
+    dist.all_reduce(found, op=dist.ReduceOp.SUM)
+    if 0 < int(found.item()) < dist.get_world_size():
+        raise UserError(f"only {int(found.item())} of {dist.get_world_size()} processes see a checkpoint "
+                        f"to continue from (this one: {checkpoint or 'none'}); every process reads "
+                        "checkpoints/last.pt: put --out-dir on storage that every node shares")

@@ -1,9 +1,11 @@
 """The run-folder guard: a folder that holds anything of a run is written into only to continue it.
 
-A new run needs an absent or empty folder. `--resume auto` continues from checkpoints/last.pt, and
-starts afresh only where an earlier start stopped before any epoch finished (nothing to lose).
+A new run needs an absent or empty folder. `--resume auto` continues from checkpoints/last.pt (which a
+run writes before its first step), and starts afresh only where an earlier start stopped before that
+(nothing to lose).
 `--resume PATH` may continue a checkpoint in a new folder, never in one holding another run.
 Temporary files left by a write that was killed half way are removed once the folder is ours.
+A resumed run keeps its own config: `config_to_continue` puts the command line's keys on top of it.
 """
 from __future__ import annotations
 
@@ -12,6 +14,30 @@ from pathlib import Path
 from ..errors import UserError, check_writable, file_errors
 
 LAST = Path("checkpoints") / "last.pt"
+
+
+def config_to_continue(cfg, recipe: str | None, overrides: list[str], resume: str | None):
+    """The config a `--resume` run continues with: the run's own, saved in the checkpoint it
+    continues, with only the keys the command line gives (`recipe`, then `overrides`) on top, so
+    that its defaults never replace the run's values; `cfg` (the command line's config, which names
+    the run folder) where there is nothing to continue. Which keys may differ is checked by train."""
+    import torch
+
+    from .config import config_from_dict, deep_merge, parse_override, read_yaml
+
+    checkpoint = checkpoint_to_resume(cfg.run_dir, resume) if resume else None
+    if checkpoint is None:
+        return cfg
+    try:
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["config"]
+    except Exception:  # noqa: BLE001 - train reports an unreadable checkpoint in one line
+        return cfg
+    if not isinstance(saved, dict):
+        return cfg
+    given = read_yaml(recipe) if recipe else {}
+    for item in overrides:
+        given = deep_merge(given, parse_override(item))
+    return config_from_dict(deep_merge(saved, {**given, "name": cfg.name, "out_dir": cfg.out_dir}))
 
 
 def checkpoint_to_resume(run_dir: Path, resume: str | None) -> Path | None:

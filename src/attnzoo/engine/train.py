@@ -27,10 +27,18 @@ from ..models.configured import create_configured_model, inserted_block
 from . import checkpoint as ckpt
 from .config import Config, config_to_dict, save_config
 from .device import configure_cuda, out_of_memory_hint, resolve_device, resolve_precision
-from .distributed import DistInfo, broadcast_flag, cleanup, init_distributed
+from .distributed import (
+    DistInfo,
+    broadcast_flag,
+    check_same_checkpoint,
+    cleanup,
+    elastic_resume,
+    init_distributed,
+)
 from .evaluate import autocast, evaluate
 from .losses import build_loss, resolve_loss
 from .optim import build_optimizer, build_scheduler
+from .preemption import Interrupted, StopControl, continue_command
 from .rundir import LAST, checkpoint_to_resume, prepare_run_dir
 from .runlog import RunLog, format_epoch, format_table, run_header
 
@@ -51,6 +59,22 @@ class TrainState:
     final: dict = field(default_factory=dict)  # every split's metrics at the last evaluation
     train_time: float = 0.0  # seconds spent in train_one_epoch
     train_images: int = 0
+    # the epoch in progress, for a checkpoint inside it (all zero at an epoch's end)
+    batch: int = 0  # batches (micro-batches with train.accum_steps) trained; a resumed run skips them
+    epoch_loss: float = 0.0  # sum of their losses
+    epoch_images: int = 0  # images they held, over all processes
+    epoch_time: float = 0.0  # seconds spent on them
+    epoch_lr: float = 0.0  # learning rate of the epoch's first step
+    global_batch: int = 0  # images per step over all processes: a resume must keep it
+
+    def end_epoch(self) -> tuple[float, int, float, float]:
+        """(mean loss, images, seconds, first lr) of the epoch just trained; counts it as finished."""
+        row = (self.epoch_loss / max(self.batch, 1), self.epoch_images, self.epoch_time, self.epoch_lr)
+        self.train_time += self.epoch_time
+        self.train_images += self.epoch_images
+        self.epoch += 1
+        self.batch, self.epoch_loss, self.epoch_images, self.epoch_time = 0, 0.0, 0, 0.0
+        return row
 
     @classmethod
     def from_checkpoint(cls, progress, path) -> "TrainState":
@@ -105,8 +129,13 @@ def train(cfg: Config, resume: str | None = None, quiet: bool = False) -> dict:
     from checkpoints/last.pt when there is one) or a path to a last.pt.
     """
     dist = init_distributed(resolve_device(cfg.train.device, "train.device").type)
+    command = continue_command(cfg.name, cfg.out_dir)
     try:
-        return _train(cfg, resume, quiet, dist)
+        with StopControl(cfg.train.checkpoint_steps, cfg.train.checkpoint_minutes, cfg.train.log_every,
+                         dist.enabled, command) as control:
+            return _train(cfg, resume, quiet, dist, control)
+    except KeyboardInterrupt:
+        raise Interrupted(command) from None
     except TrainingDiverged as e:
         last_path = cfg.run_dir / LAST
         kept = (f"{last_path} still holds the last good state" if last_path.exists()
@@ -117,7 +146,7 @@ def train(cfg: Config, resume: str | None = None, quiet: bool = False) -> dict:
         cleanup()
 
 
-def _train(cfg: Config, resume, quiet: bool, dist: DistInfo) -> dict:
+def _train(cfg: Config, resume, quiet: bool, dist: DistInfo, control: StopControl) -> dict:
     start_time = time.time()
     device = resolve_device(cfg.train.device, "train.device", dist.local_rank if dist.enabled else None)
     if device.type == "cuda":
@@ -127,8 +156,10 @@ def _train(cfg: Config, resume, quiet: bool, dist: DistInfo) -> dict:
     run_dir = cfg.run_dir
     last_path = run_dir / LAST
     check_model_name(cfg.model.name)  # before the run folder and the data: fail fast
+    resume = elastic_resume(resume, device if dist.enabled else None)  # a restarted group continues
     resume_from = checkpoint_to_resume(run_dir, resume)
     if dist.enabled:
+        check_same_checkpoint(resume_from, device)
         torch.distributed.barrier()  # every process has checked the folder before one writes to it
     if dist.is_main:
         prepare_run_dir(run_dir)
@@ -185,16 +216,22 @@ def _train(cfg: Config, resume, quiet: bool, dist: DistInfo) -> dict:
     criterion = build_loss(cfg.train.loss, cfg.train.loss_options, cfg.train.label_smoothing,
                            multilabel=bundle.multilabel)
 
-    state = TrainState()
+    state = TrainState(global_batch=cfg.data.batch_size // dist.world_size * dist.world_size)
+    changes = {}
     if saved is not None:
-        ckpt.check_resumable(saved, resume_from, config, model, optimizer)
+        changes = ckpt.check_resumable(saved, resume_from, config, model, optimizer)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         scaler.load_state_dict(saved["scaler"])
         if ema is not None and saved.get("ema") is not None:
             ema.module.load_state_dict(saved["ema"])
-        state = TrainState.from_checkpoint(saved["progress"], resume_from)
+        global_batch, state = state.global_batch, TrainState.from_checkpoint(saved["progress"], resume_from)
+        if state.global_batch != global_batch:
+            raise UserError(f"checkpoint {resume_from}: the run took global batches of "
+                            f"{state.global_batch} images, data.batch_size={cfg.data.batch_size} over "
+                            f"{dist.world_size} processes makes {global_batch}; use a number of processes "
+                            f"that divides {state.global_batch}")
         ckpt.set_rng_state(saved["rng"])
 
     if dist.is_main:
@@ -203,6 +240,18 @@ def _train(cfg: Config, resume, quiet: bool, dist: DistInfo) -> dict:
     log = RunLog(run_dir, enabled=dist.is_main, resume_epoch=state.epoch)
     if dist.is_main and not quiet:
         print(run_header(cfg, bundle, model), flush=True)
+
+    def save_last(progress: EpochProgress | None = None) -> None:
+        if progress is not None:  # inside an epoch: its counters (the loss checked finite) first
+            progress.record(state)
+        if dist.is_main:
+            save_checkpoint(last_path, model, optimizer, scheduler, scaler, ema, state, config)
+
+    def step_end(epoch_end: bool, progress: EpochProgress) -> bool:  # last.pt due? stop requested?
+        return control.after_step(state.step, epoch_end, lambda: save_last(progress))
+
+    if saved is None:
+        save_last()  # from the first step on, every kill leaves a last.pt to continue from
     metric = _primary_metric(bundle)
     epochs = cfg.schedule.epochs
     stopped = "completed"
@@ -210,18 +259,18 @@ def _train(cfg: Config, resume, quiet: bool, dist: DistInfo) -> dict:
         with out_of_memory_hint(cfg.data.batch_size, bundle.img_size):
             while state.epoch < epochs:
                 epoch = state.epoch
-                train_loader.set_epoch(epoch)
-                lr = optimizer.param_groups[0]["lr"]  # the lr this epoch starts with
-                t0 = time.time()
-                loss, images, hit_max = train_one_epoch(
+                train_loader.set_epoch(epoch, skip_batches=state.batch)  # inside it when resumed there
+                hit_max = train_one_epoch(
                     train_model, criterion, optimizer, scheduler, scaler, train_loader, device, epoch,
-                    state, run_cfg, ema=ema, world_size=dist.world_size, show_progress=dist.is_main and not quiet)
-                seconds = time.time() - t0
-                state.train_time += seconds
-                state.train_images += images
-                state.epoch = epoch + 1
+                    state, run_cfg, ema=ema, world_size=dist.world_size, show_progress=dist.is_main and not quiet,
+                    step_end=step_end)
+                if control.stopping:  # out of the loader's loop first, so its workers end at once
+                    control.stop(state.epoch, state.batch, state.step)
+                loss, images, seconds, lr = state.end_epoch()
                 row = {"epoch": epoch + 1, "train_loss": loss, "lr": lr,
                        "img_per_s": images / max(seconds, 1e-9), "time_s": seconds}
+                if changes:  # the keys a resume changed, in the first epoch it logs
+                    row["config_changes"], changes = changes, {}
                 stop = False
                 if (epoch + 1) % cfg.train.eval_every == 0 or state.epoch == epochs or hit_max:
                     row["eval"] = state.final = evaluate_splits(model, eval_loaders, device, run_cfg,
@@ -240,8 +289,8 @@ def _train(cfg: Config, resume, quiet: bool, dist: DistInfo) -> dict:
                     else:
                         stop = bool(cfg.train.early_stop) and state.bad_evals >= cfg.train.early_stop
                 log.epoch(row)
-                if dist.is_main:
-                    save_checkpoint(last_path, model, optimizer, scheduler, scaler, ema, state, config)
+                save_last()
+                control.saved()
                 if not quiet and dist.is_main and not sys.stderr.isatty():
                     print(format_epoch(row, epochs), flush=True)
                 if hit_max:
@@ -250,6 +299,8 @@ def _train(cfg: Config, resume, quiet: bool, dist: DistInfo) -> dict:
                 if broadcast_flag(stop, device):
                     stopped = "early_stop"
                     break
+                if state.epoch < epochs and control.at_epoch_end():
+                    control.stop(state.epoch, 0, state.step)
     finally:
         log.close()
 
@@ -303,8 +354,8 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, scaler, ema, state:
                     config: dict) -> None:
     """Everything needed to continue the run exactly, as checkpoints/last.pt.
 
-    Written only after a log step has found the loss finite, and only when the weights (and EMA
-    weights) are finite too: a diverged run keeps its last good checkpoint (TrainingDiverged)."""
+    Written only after the loss so far was found finite (`EpochProgress.record`: at a log step, or
+    just before a save inside an epoch), and only when the weights (and EMA weights) are finite too: a diverged run keeps its last good checkpoint (TrainingDiverged)."""
     if not weights_finite(model, ema):
         raise TrainingDiverged(f"the weights hold nan or inf after step {state.step}")
     ckpt.save_training_state(path, {
@@ -320,41 +371,51 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, scaler, ema, state:
 
 
 class EpochProgress:
-    """What the log step reads of the epoch under way. The loss is summed on the device, so adding
-    to it never waits for the device; `images` and the clock are the host's."""
+    """What the log step reads of the epoch under way, from `state`'s counters of it on (a run
+    resumed inside the epoch goes on from them). The loss is summed on the device, so adding to it
+    never waits for the device; the images and the clock are the host's."""
 
-    def __init__(self, device: torch.device, epoch: int, epochs: int, steps: int, first_step: int,
+    def __init__(self, state: TrainState, device: torch.device, epoch: int, epochs: int, steps: int,
                  bar=None, lines: bool = False):
-        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # over micro-batches
-        self.batches = 0  # micro-batches summed in loss_sum
-        self.images = 0  # over all processes
+        self.loss_sum = torch.tensor(state.epoch_loss, dtype=torch.float64, device=device)  # micro-batches
+        self.batches = state.batch  # micro-batches summed in loss_sum
+        self.images = state.epoch_images  # over all processes
         self.epoch, self.epochs, self.steps = epoch, epochs, steps  # steps: optimizer steps an epoch
         self.bar, self.lines = bar, lines
-        self.logged_step = first_step  # the run's step count at the previous log step (or epoch start)
-        self.t0 = time.time()
+        self.logged_step = state.step  # the run's step count at the previous log step (or epoch start)
+        self.time_before, self.images_before, self.t0 = state.epoch_time, state.epoch_images, time.time()
 
     def add(self, loss: torch.Tensor, images: int) -> None:
         self.loss_sum += loss.detach()
         self.batches += 1
         self.images += images
 
+    def record(self, state: TrainState) -> float:
+        """The epoch's counters into `state` (what last.pt and the epoch's row keep); returns the
+        mean loss so far. One host sync; a non-finite loss stops the run (TrainingDiverged) before
+        anything is saved."""
+        loss_sum = self.loss_sum.item()  # the sync
+        if not math.isfinite(loss_sum):
+            raise TrainingDiverged(f"loss became {loss_sum} at epoch {self.epoch + 1}, between steps "
+                                   f"{self.logged_step + 1} and {state.step}")
+        state.batch, state.epoch_loss, state.epoch_images = self.batches, loss_sum, self.images
+        state.epoch_time = self.time_before + time.time() - self.t0
+        return loss_sum / max(self.batches, 1)
+
 
 def log_step(progress: EpochProgress, state: TrainState, optimizer, step_in_epoch: int) -> float:
-    """THE LOG STEP, the one place where the training loop waits for the device: called every
-    `train.log_every` optimizer steps and at the end of every epoch, after that step is queued.
+    """THE LOG STEP, where the training loop waits for the device: called every `train.log_every`
+    optimizer steps of the run and at the end of every epoch, after that step is queued.
 
     It reads the epoch's mean loss (one host sync), stops a diverged run (TrainingDiverged, before
     any checkpoint is written), and shows progress: the progress bar on a terminal, one log line
-    otherwise. Anything that needs a decision taken in step by every process (a stop agreed over
-    DDP, a checkpoint inside the epoch) belongs here, after the finite check. Returns the mean loss
-    of the epoch so far.
+    otherwise. The other decisions taken at this cadence (a stop agreed over DDP, a checkpoint
+    inside the epoch) are `StopControl.after_step`'s, called right after. Returns the mean loss of
+    the epoch so far.
     """
-    loss = progress.loss_sum.item() / max(progress.batches, 1)  # the sync
-    if not math.isfinite(loss):
-        raise TrainingDiverged(f"loss became {loss} at epoch {progress.epoch + 1}, between steps "
-                               f"{progress.logged_step + 1} and {state.step}")
+    loss = progress.record(state)
     progress.logged_step = state.step
-    img_s = progress.images / max(time.time() - progress.t0, 1e-9)
+    img_s = (progress.images - progress.images_before) / max(time.time() - progress.t0, 1e-9)
     lr = optimizer.param_groups[0]["lr"]
     if progress.bar is not None:
         progress.bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{img_s:.0f}", lr=f"{lr:.3g}")
@@ -373,24 +434,29 @@ def weights_finite(model, ema=None) -> bool:
 
 def train_one_epoch(model, criterion, optimizer, scheduler, scaler, loader, device, epoch: int,
                     state: TrainState, cfg: Config, ema=None, world_size: int = 1,
-                    show_progress: bool = False):
-    """One pass over the training data, stepping the schedule every optimizer step and counting
-    `state.step`; returns (mean loss, images seen over all processes, whether train.max_steps was
-    reached). `cfg.train.amp` and `channels_last` are taken as given (resolved for the device).
+                    show_progress: bool = False, step_end=None) -> bool:
+    """One pass over the training data, from batch `state.batch` on (where a run was resumed inside
+    the epoch), stepping the schedule every optimizer step and counting `state.step`; the epoch's
+    counters end in `state` (`TrainState.end_epoch` reads them). `step_end(epoch_end, progress)` is
+    called after every optimizer step: it may write last.pt, and True ends the epoch there (a stop).
+    Returns whether train.max_steps was reached. `cfg.train.amp` and `channels_last` are taken as
+    given (resolved for the device).
 
     Nothing in a step waits for the device: the step is queued and the next batch read while the
-    device works. The host waits only in `log_step`. With `train.accum_steps` A, every optimizer
-    step sums the gradients of A micro-batches (each loss divided by A; DDP all-reduces once, on the
-    last).
+    device works. The host waits only in `log_step` (and when last.pt is written). With
+    `train.accum_steps` A, every optimizer step sums the gradients of A micro-batches (each loss
+    divided by A; DDP all-reduces once, on the last).
     """
     model.train()
     accum, log_every = cfg.train.accum_steps, cfg.train.log_every
     steps_per_epoch = len(loader) // accum
+    if state.batch == 0:
+        state.epoch_lr = optimizer.param_groups[0]["lr"]  # the lr this epoch starts with
     terminal = show_progress and sys.stderr.isatty()
     bar = _progress_bar(loader, epoch, cfg.schedule.epochs, enabled=terminal)
-    progress = EpochProgress(device, epoch, cfg.schedule.epochs, steps_per_epoch, state.step,
+    progress = EpochProgress(state, device, epoch, cfg.schedule.epochs, steps_per_epoch,
                              bar=bar if terminal else None, lines=show_progress and not terminal)
-    steps, hit_max = 0, False
+    hit_max = False
     for micro, (images, target) in enumerate(bar):
         if cfg.train.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -413,19 +479,22 @@ def train_one_epoch(model, criterion, optimizer, scheduler, scaler, loader, devi
         if ema is not None:
             ema.update(ckpt.unwrap(model), step=state.step)
         state.step += 1
-        steps += 1
-        if cfg.train.max_steps and state.step >= cfg.train.max_steps:
-            hit_max = True
+        hit_max = bool(cfg.train.max_steps) and state.step >= cfg.train.max_steps
+        epoch_end = hit_max or progress.batches == len(loader)
+        if not epoch_end and state.step % log_every == 0:  # the epoch's end logs below
+            log_step(progress, state, optimizer, progress.batches // accum)
+        if step_end is not None and step_end(epoch_end, progress):
+            break  # a stop was requested and last.pt written
+        if hit_max:
             break
-        if steps % log_every == 0 and steps < steps_per_epoch:  # the epoch's end logs below
-            log_step(progress, state, optimizer, steps)
     if hasattr(bar, "close"):
         bar.close()
-    if steps == 0:
+    if progress.batches == 0:
         raise UserError(f"epoch {epoch + 1} ran no training step: every one of the "
                         f"{len(loader.dataset)} training images was unreadable (skipped "
                         f"{getattr(loader, 'skipped_images', 0)}); check the data folder")
-    return log_step(progress, state, optimizer, steps), progress.images, hit_max
+    log_step(progress, state, optimizer, progress.batches // accum)
+    return hit_max
 
 
 def _progress_bar(loader, epoch: int, epochs: int, enabled: bool):
