@@ -99,7 +99,7 @@ def test_resume_of_the_same_config_still_works(tmp_path, run):
 
 @pytest.mark.parametrize("kind, expected", [("text", "not a torch or safetensors weight file"),
                                             ("pickle", "attnzoo never runs"),
-                                            ("run", "size mismatch for")])
+                                            ("run", "shape mismatches")])
 def test_pretrained_timm_weights_that_cannot_be_loaded(capsys, tmp_path, run, kind, expected):
     path = (run / "checkpoints" / "best.safetensors") if kind == "run" else _write(tmp_path / "w.pth", kind)
     argv = ["train", "--model", "test_resnet", "--pretrained", str(path), "--out-dir", str(tmp_path), *TINY[4:]]

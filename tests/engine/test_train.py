@@ -273,8 +273,10 @@ def test_a_tiny_run_waits_for_the_device_only_at_log_steps(tmp_path, monkeypatch
                       optim={"name": optim, "lr": 0.01, "clip_grad": 1.0},
                       train={"ema_decay": 0.9, "log_every": 3, "accum_steps": 2})
     summary = train(cfg, quiet=True)
-    assert summary["steps"] == 16  # 8 steps an epoch: log steps after steps 3 and 6, and at 8
-    assert syncs == {"log": 6, "step": 0, "log_steps": 6}
+    # 8 steps an epoch, log steps every 3 steps of the run: after steps 3, 6, 9, 12, 15, and at
+    # the ends of the epochs (8, 16)
+    assert summary["steps"] == 16
+    assert syncs == {"log": 7, "step": 0, "log_steps": 7}
 
 
 def test_gradient_accumulation_matches_the_whole_batch(tmp_path):
