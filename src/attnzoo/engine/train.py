@@ -97,8 +97,9 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+    # set either way: a run in the same process (compare, the API) must not inherit the last one's
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
     if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
 
 
@@ -419,9 +420,9 @@ def log_step(progress: EpochProgress, state: TrainState, optimizer, step_in_epoc
     lr = optimizer.param_groups[0]["lr"]
     if progress.bar is not None:
         progress.bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{img_s:.0f}", lr=f"{lr:.3g}")
-    elif progress.lines:
-        print(f"epoch {progress.epoch + 1}/{progress.epochs} step {step_in_epoch}/{progress.steps} "
-              f"loss {loss:.4f} lr {lr:.3g} img/s {img_s:.0f}", flush=True)
+    elif progress.lines and step_in_epoch < progress.steps:  # the epoch's own line follows its end
+        print(f"epoch {progress.epoch + 1}/{progress.epochs} step {step_in_epoch}/{progress.steps}  "
+              f"loss {loss:.4f}  lr {lr:.3g}  img/s {img_s:.0f}", flush=True)
     return loss
 
 
