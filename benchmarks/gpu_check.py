@@ -168,7 +168,6 @@ QUICK_STAGES = [(5, 3, 16, 8)]  # res, kernel, aggregation / relation channels (
 def san_inputs(op: str, stage, batch: int, device, dtype, seed: int):
     """Random inputs of one SAN10 stage: ([x, weight or x2], upstream gradient, kernel, padding)."""
     import torch
-
     from san_ops import SHARE
 
     res, k, c_agg, c_rel = stage
@@ -186,7 +185,6 @@ def san_inputs(op: str, stage, batch: int, device, dtype, seed: int):
 
 def _ops_agree(op, dtype_name, stages, batch, device, cupy_fn=None):
     import torch
-
     from san_ops import run_once
 
     worst = 0.0
@@ -194,7 +192,7 @@ def _ops_agree(op, dtype_name, stages, batch, device, cupy_fn=None):
         inputs, grad, k, pad = san_inputs(op, stage, batch, device, getattr(torch, dtype_name), seed=i)
         y, grads = run_once(op, "triton", inputs, grad, k, pad, cupy_fn)
         y_ref, grads_ref = run_once(op, "reference", [t.double() for t in inputs], grad.double(), k, pad)
-        worst = max([worst] + [_rel_error(a, r) for a, r in zip([y, *grads], [y_ref, *grads_ref])])
+        worst = max([worst] + [_rel_error(a, r) for a, r in zip([y, *grads], [y_ref, *grads_ref], strict=True)])
     tol = TOLERANCES[dtype_name]
     data = {"max_rel_error": worst, "tolerance": tol, "stages": len(stages),
             "summary": f"max ||out - ref|| / ||ref|| {worst:.2e} over {len(stages)} stages, forward and "
@@ -206,7 +204,6 @@ def _ops_agree(op, dtype_name, stages, batch, device, cupy_fn=None):
 
 def _ops_time(op, backend, stages, batch, device, repeats, cupy_fn=None):
     import torch
-
     from san_ops import run_once
 
     if backend == "triton" and device.type != "cuda":
@@ -214,7 +211,8 @@ def _ops_time(op, backend, stages, batch, device, repeats, cupy_fn=None):
     rows, total = [], 0.0
     for i, stage in enumerate(stages):
         inputs, grad, k, pad = san_inputs(op, stage, batch, device, torch.float32, seed=i)
-        seconds, peak = measure(lambda: run_once(op, backend, inputs, grad, k, pad, cupy_fn), device, repeats)
+        seconds, peak = measure(lambda inputs=inputs, grad=grad, k=k, pad=pad: run_once(op, backend, inputs, grad, k, pad, cupy_fn),
+                                device, repeats)
         rows.append({"stage": i, "res": stage[0], "kernel": stage[1], "seconds": seconds, "peak_bytes": peak})
         total += seconds
     peak = max((r["peak_bytes"] or 0) for r in rows) if device.type == "cuda" else None

@@ -4,8 +4,14 @@ import torch
 from torch import nn
 
 from attnzoo.analysis.cam import compute_cams
-from attnzoo.analysis.family import (AttentionRecorder, attention_at_pixels, check_pixels,
-                                     class_spatial_maps, stage_of, summarize_gates)
+from attnzoo.analysis.family import (
+    AttentionRecorder,
+    attention_at_pixels,
+    check_pixels,
+    class_spatial_maps,
+    stage_of,
+    summarize_gates,
+)
 from attnzoo.errors import UserError
 from attnzoo.models.resnet_cifar import CifarResNet
 

@@ -7,8 +7,8 @@ from torch import nn
 from torch.utils.flop_counter import register_flop_formula
 
 import attnzoo  # noqa: F401  (registers the networks)
-from attnzoo.engine.flops import count_flops, human
 from attnzoo.commands.info import default_img_size, describe, format_info, model_info
+from attnzoo.engine.flops import count_flops, human
 from attnzoo.errors import UserError
 
 

@@ -11,9 +11,9 @@ import torch
 
 import attnzoo
 from attnzoo.convert import lsas as convert_lsas
-from attnzoo.weights import read_state_dict
 from attnzoo.convert import sb as convert_sb
 from attnzoo.models import senet_cifar, senet_imagenet, vgg_cifar  # noqa: F401
+from attnzoo.weights import read_state_dict
 
 
 def official_lsas_cifar(state):

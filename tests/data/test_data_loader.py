@@ -26,7 +26,7 @@ def test_train_shards_are_disjoint_and_cover_the_global_batches():
     for epoch in (0, 3):
         for ld in (single, r0, r1):
             ld.set_epoch(epoch)
-        for whole, a, c in zip(_ids(single), _ids(r0), _ids(r1)):
+        for whole, a, c in zip(_ids(single), _ids(r0), _ids(r1), strict=True):
             assert not set(a) & set(c)
             assert sorted(a + c) == sorted(whole)
     # the same sample gets the same augmentation whatever the number of processes
@@ -62,7 +62,7 @@ def test_order_depends_only_on_seed_and_epoch():
     c.set_epoch(4)
     xa = [x for x, _ in a]
     xc = [x for x, _ in c]
-    assert all(torch.equal(p, q) for p, q in zip(xa, xc))
+    assert all(torch.equal(p, q) for p, q in zip(xa, xc, strict=True))
     c.set_epoch(5)
     assert _ids(a) != _ids(c)
     d = build_loader(ds, b, cfg, train=True, seed=8)
@@ -75,7 +75,7 @@ def test_order_depends_only_on_seed_and_epoch():
     a.set_epoch(4, skip_batches=2)
     rest = [(x, y) for x, y in a]
     assert len(rest) == len(full) - 2
-    assert all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(full[2:], rest))
+    assert all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(full[2:], rest, strict=True))
 
 
 def test_output_is_normalised_float_at_bundle_size():

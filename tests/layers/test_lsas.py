@@ -1,8 +1,8 @@
 """LSAS sub-attention: the vectorised chain equals the sequential definition for every order."""
 import pytest
 import torch
-from torch.utils._pytree import tree_leaves
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from attnzoo.errors import UserError
 from attnzoo.layers.lsas import LSAS

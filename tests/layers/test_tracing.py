@@ -13,8 +13,17 @@ import torchvision.models.feature_extraction as tv_fx
 from torch import nn
 
 from attnzoo.errors import UserError
-from attnzoo.layers import (LESA, LSAS, NOT_SCRIPTABLE, SAM, SE, BNSqueezeExcite, InterventionalClassifier,
-                            SANBottleneck, ShiftBalance)
+from attnzoo.layers import (
+    LESA,
+    LSAS,
+    NOT_SCRIPTABLE,
+    SAM,
+    SE,
+    BNSqueezeExcite,
+    InterventionalClassifier,
+    SANBottleneck,
+    ShiftBalance,
+)
 from attnzoo.layers.factory import block_names, create_block
 
 EXTRACTORS = {  # name -> (get_graph_node_names, create_feature_extractor)

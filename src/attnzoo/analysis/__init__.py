@@ -8,10 +8,10 @@ Definitions of every statistic: docs/analysis.md.
 from .bias import CATEGORIES, DEFAULT_EPS, DEFAULT_THRESHOLDS, map_box_stats, summarize
 from .boxes import attach_imagenet_boxes, box_masks, dataset_boxes, read_imagenet_loc_csv, resize_crop_boxes
 from .cam import CAM_METHODS, compute_cams, eigencam, gradcam, scorecam
-from .context import average_precision, contextual_bias, exclusive_cooccur, mean_ap
-from .family import AttentionRecorder, summarize_gates
 from .collect import AnalysisOptions, SplitResult, analyze_split
 from .columns import bias_columns
+from .context import average_precision, contextual_bias, exclusive_cooccur, mean_ap
+from .family import AttentionRecorder, summarize_gates
 from .render import render_report
 from .report import run_analysis
 

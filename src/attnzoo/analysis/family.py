@@ -152,7 +152,7 @@ def summarize_gates(gates: dict, labels: torch.Tensor, num_classes: int) -> dict
                 if (total_var > 1e-12).any() else 0.0
         per_module[name] = entry
     stages = {}
-    for name, e in per_module.items():
+    for e in per_module.values():
         stages.setdefault(e["stage"], []).append(e)
     keys = ("mean", "channel_std", "sample_std", "class_selectivity")
     per_stage = {s: {"modules": len(es), **{k: sum(e[k] for e in es) / len(es) for k in keys if k in es[0]}}

@@ -198,7 +198,7 @@ def bench_one(name: str, batch_size: int = 32, img_size: int | None = None, devi
                      "cpu peak RSS rise (VmHWM)" if probe.exact else
                      "cpu ru_maxrss rise: counts only above every earlier peak"),
     }
-    del model, optimizer, x
+    model = optimizer = x = None  # the closures' references too: freed before the next model
     gc.collect()
     if dev.type == "cuda":
         torch.cuda.empty_cache()

@@ -33,8 +33,15 @@ import torch
 
 from ..errors import UserError
 from .bundle import DataBundle
-from .coco import (DEFAULT_SIZE, MultiLabelImages, check_images, check_options, find_root,
-                   multilabel_transform, pixel_size)
+from .coco import (
+    DEFAULT_SIZE,
+    MultiLabelImages,
+    check_images,
+    check_options,
+    find_root,
+    multilabel_transform,
+    pixel_size,
+)
 from .memory import Ragged
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",

@@ -21,8 +21,12 @@ from __future__ import annotations
 import math
 
 import torch
-from torchmetrics.functional.classification import (binary_average_precision, binary_precision,
-                                                    binary_recall, multilabel_average_precision)
+from torchmetrics.functional.classification import (
+    binary_average_precision,
+    binary_precision,
+    binary_recall,
+    multilabel_average_precision,
+)
 
 from ..errors import UserError
 

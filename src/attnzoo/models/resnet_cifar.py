@@ -81,7 +81,7 @@ class CifarResNet(AttnzooNet):
         self.layer1, self.layer2, self.layer3 = stages
         widths = [16] + [c * block_cls.expansion for c in (16, 32, 64)]
         self.feature_info = [dict(num_chs=c, reduction=r, module=m)
-                             for c, r, m in zip(widths, (1, 1, 2, 4), ("relu", "layer1", "layer2", "layer3"))]
+                             for c, r, m in zip(widths, (1, 1, 2, 4), ("relu", "layer1", "layer2", "layer3"), strict=True)]
         self.stage_modules = [("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",)]
         self._init_head(widths[-1], num_classes, global_pool, drop_rate)
         self._init_weights()

@@ -116,7 +116,7 @@ class VggCifar(AttnzooNet):
         """(N, in_chans, H, W) -> (N, 512, H/16, W/16)."""
         if (self.grad_checkpointing or self.pruned) and not torch.jit.is_scripting():
             return self.forward_intermediates(x, indices=1)[0]  # checkpointed or pruned: stage by stage
-        for stage, attn, pool in zip(self.stages, self.attns, self.pools):
+        for stage, attn, pool in zip(self.stages, self.attns, self.pools):  # noqa: B905 - TorchScript has no strict=
             x = pool(attn(stage(x)))
         return x
 
