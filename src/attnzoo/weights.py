@@ -114,8 +114,17 @@ def load_error_line(exc: BaseException, source: str, model_name: str, shown: int
     return f"{source} does not fit model '{model_name}': " + (detail or first_sentence(exc))
 
 
+def in_current_layout(model: nn.Module, state: dict) -> dict:
+    """`state` with its keys as `model.load_state_dict` sees them: renamed by the model's own key
+    maps (`state_key_maps`, set by `add_attention` for checkpoints of its earlier layout)."""
+    for key_map in getattr(model, "state_key_maps", ()):
+        state = {key_map.rename(k): v for k, v in state.items()}
+    return state
+
+
 def load_state_strict(model: nn.Module, state: dict, source: str) -> None:
     """Load weights, refusing with the missing, unexpected and mis-shaped keys named."""
+    state = in_current_layout(model, state)
     mismatch = state_mismatch(model.state_dict(), state)
     if any(mismatch):
         raise UserError(f"{source} does not fit the model: {describe_mismatch(*mismatch)}")

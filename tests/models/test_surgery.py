@@ -13,6 +13,7 @@ import attnzoo
 from attnzoo import add_attention, load_host_weights
 from attnzoo.errors import UserError
 from attnzoo.layers import LSAS, SE
+from attnzoo.weights import load_state_strict
 
 
 def _tv_bottleneck():
@@ -128,6 +129,7 @@ def test_checkpoints_of_the_layout_before_composition_load_strictly(host):
     with torch.no_grad():
         assert torch.equal(twin(x), model(x))
     twin.load_state_dict(model.state_dict())  # today's layout passes the key map unchanged
+    load_state_strict(twin, old, "old checkpoint")  # the command line's strict loader: the same map
 
 
 @pytest.mark.parametrize("host", ["tv_resnet18", "timm_resnet18", "regnetx_002", "convnext_atto"])

@@ -22,7 +22,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from ..errors import UserError, file_errors
-from ..weights import describe_mismatch, load_failure, load_state_strict, state_mismatch, torch_load
+from ..weights import (
+    describe_mismatch,
+    in_current_layout,
+    load_failure,
+    load_state_strict,
+    state_mismatch,
+    torch_load,
+)
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -198,7 +205,7 @@ def check_resumable(saved, path, config: dict, model: torch.nn.Module,
     changes, differences = {}, []
     if isinstance(saved.get("config"), dict):
         changes, differences = config_changes(saved["config"], config)
-    mismatch = state_mismatch(unwrap(model).state_dict(), saved["model"])
+    mismatch = state_mismatch(unwrap(model).state_dict(), in_current_layout(unwrap(model), saved["model"]))
     if any(mismatch) and not differences:  # a config difference explains the states' mismatch
         differences.append(f"weights: {describe_mismatch(*mismatch, shown=3)}")
     groups = [len(g["params"]) for g in optimizer.state_dict()["param_groups"]]

@@ -283,6 +283,8 @@ def add_attention(model: nn.Module, name, *, stages=None, position: str = "end",
         report.legacy.update({f"{block_name}.{old}": f"{block_name}.{new}" for old, new in legacy.items()})
     if report.legacy:  # checkpoints saved before the composition still load, strictly
         model.register_load_state_dict_pre_hook(report.legacy)
+        # the same map for the loaders that compare keys before loading (weights.in_current_layout)
+        model.state_key_maps = [*getattr(model, "state_key_maps", []), report.legacy]
     return model, report
 
 
