@@ -291,20 +291,3 @@ def split_scores(model, bundle, names, split, res, num_samples, batch_size, devi
     return {name: (res.scores, res.targets) if name == split else
             predict(model, bundle.evals[name], bundle, num_samples, batch_size, device, workers)
             for name in names}
-
-
-def _choose_split(bundle, split):
-    if not bundle.evals:
-        raise UserError("the dataset has no evaluation split to analyse")
-    if split is None:
-        return next(iter(bundle.evals))
-    if split not in bundle.evals:
-        raise UserError(f"unknown split '{split}'; {choices_hint(split, bundle.evals)}")
-    return split
-
-
-def _check_boxes(bundle, dataset, split):
-    if not bundle.has_boxes or getattr(dataset, "boxes", None) is None:
-        raise UserError(f"split '{split}' has no object boxes; bias statistics need a dataset with "
-                        "boxes: synthetic, synthetic_multilabel, imagenet (with LOC_val_solution.csv), "
-                        "voc or coco")
