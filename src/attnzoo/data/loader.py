@@ -183,11 +183,13 @@ class InMemoryLoader(ShardedLoader):
         home = self.images.device  # where the split is indexed: the device when it fits there
         # the epoch's order and augmentation parameters travel once, not per batch
         params = {k: v.to(self.device) for k, v in self.augment.params(self.n, g).items()} if self.train else {}
-        if self.train:
+        if self.train:  # once an epoch: no index copy per batch
             batches, positions = batches.to(home), positions.to(self.device)
+        else:  # evaluation's last batch may be short: one copy, then views
+            batches = torch.cat(batches).to(home).split(self.batch_size) if batches else []
         pin = self.device.type == "cuda" and home.type == "cpu"
         for b in range(skip, len(batches)):
-            idx = batches[b] if self.train else batches[b].to(home)
+            idx = batches[b]
             x = torch.index_select(self.images, 0, idx)  # (B, C, H, W) uint8
             y = torch.index_select(self.targets, 0, idx)
             if pin:

@@ -12,6 +12,7 @@ per sample. Normalisation and cutout of those batches run on the device (`normal
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional
 
@@ -30,9 +31,17 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 def normalise_(x: torch.Tensor, mean, std, scale: float = 1.0) -> torch.Tensor:
     """(x * scale - mean) / std per channel of an (N, C, H, W) float tensor, in place."""
-    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    return x.mul_(scale / s).sub_(m / s)  # two vectorised passes (addcmul with broadcasting is slower)
+    factor, shift = _factor_shift(tuple(map(float, mean)), tuple(map(float, std)), scale, x.dtype, x.device)
+    return x.mul_(factor).sub_(shift)  # two vectorised passes (addcmul with broadcasting is slower)
+
+
+@functools.lru_cache(maxsize=32)
+def _factor_shift(mean: tuple, std: tuple, scale: float, dtype: torch.dtype, device: torch.device):
+    """(scale / std, mean / std), (1, C, 1, 1) on `device`: made once, since a tensor made from
+    Python numbers on a GPU is a copy the host waits for (a sync per batch otherwise)."""
+    m = torch.tensor(mean, dtype=dtype).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=dtype).view(1, -1, 1, 1)
+    return (scale / s).to(device), (m / s).to(device)
 
 
 def cutout_mask(centres: torch.Tensor, size: int, height: int, width: int) -> torch.Tensor:

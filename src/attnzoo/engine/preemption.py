@@ -95,7 +95,8 @@ class StopControl:
         nccl = torch.distributed.get_backend() == "nccl"
         t = torch.tensor([float(f) for f in flags], device=torch.cuda.current_device() if nccl else "cpu")
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-        return bool(t[0].item()), bool(t[1].item())
+        stop, late = t.tolist()  # one read of both
+        return stop > 0, late > 0
 
     def after_step(self, step: int, epoch_end: bool, save) -> bool:
         """Called after optimizer step `step` (1-based over the run); calls `save()` (which writes
