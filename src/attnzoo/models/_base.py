@@ -12,9 +12,11 @@ A network sets `feature_info` (one dict per stage: num_chs, reduction, module), 
 (the module names each stage owns, for pruning) and implements `_stages()`: one callable per
 stage, whose composition is `forward_features`. `forward_features` itself is written out in each
 network, so that TorchScript can compile it; the contract tests check that both agree. Pruning
-empties the modules of the dropped stages; SAN and VGG, whose stages start with a max pool that
-would still run, then go stage by stage through `_stages()`, so that `forward_features` ends at the
-last kept stage.
+empties the modules of the dropped stages, so a stage owns the pooling it starts with (the
+ImageNet ResNets' max pool after the stem tap is stage 1's); SAN and VGG, whose max pools are not
+emptied with the stages, go stage by stage through `_stages()` once pruned, so that
+`forward_features` ends at the last kept stage. With `prune_head=False` at the last index the classifier stays and
+the output is unchanged.
 """
 # No `from __future__ import annotations` here: FX copies the root forward's annotations into the
 # traced code, where a string annotation ('torch.Tensor') is a name TorchScript cannot resolve.

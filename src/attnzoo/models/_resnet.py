@@ -92,7 +92,9 @@ class ImageNetTrunk(AttnzooNet):
         self.feature_info = [dict(num_chs=c, reduction=r, module=m) for c, r, m in
                              zip(widths, reductions, ("relu", "layer1", "layer2", "layer3", "layer4"),
                                  strict=True)]
-        self.stage_modules = [("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",)]
+        # the max pool belongs to stage 1: pruning to the stem tap drops it, so that forward_features
+        # ends at the stem feature (as timm's ResNet)
+        self.stage_modules = [("conv1", "bn1"), ("maxpool", "layer1"), ("layer2",), ("layer3",), ("layer4",)]
 
     def _stem(self, x):
         return self.relu(self.bn1(self.conv1(x)))

@@ -231,9 +231,13 @@ class IDANet(AttnzooNet):
 
     @torch.jit.ignore
     def prune_intermediate_layers(self, indices=1, prune_norm: bool = False, prune_head: bool = True):
+        """The backbone's stages after the last of `indices` go (the backbone never has a head);
+        the IDA/linear head goes with `prune_head`, or when the features end before the last stage
+        (the head is sized for those)."""
         take = self.backbone.prune_intermediate_layers(indices, prune_norm=prune_norm, prune_head=True)
-        self.num_features = self.backbone.num_features
-        self.reset_classifier(0, "")
+        if prune_head or max(take) < len(self.feature_info) - 1:
+            self.num_features = self.backbone.num_features
+            self.reset_classifier(0, "")
         return take
 
 
