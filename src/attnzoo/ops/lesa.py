@@ -26,6 +26,10 @@ The three BatchNorms are the block's modules: their statistics are used and upda
   materialised, the similarity terms concatenated, BatchNorm, summed. The baseline of
   ``benchmarks/lesa_memory.py`` and of the equivalence tests.
 
+Dtypes: the lean autograd Functions compute in float32 (float64 stays float64) and return the
+input's dtype, so a network cast to bfloat16 stays bfloat16; under autocast they return float32, as
+autocast's softmax does.
+
 `lesa_attention` is registered with timm as an FX leaf (`register_notrace_function`), so networks
 built from LESA blocks trace with timm's and torchvision's feature extractors. TorchScript cannot
 compile it: the lean path is custom autograd Functions (see `attnzoo.layers.NOT_SCRIPTABLE`).

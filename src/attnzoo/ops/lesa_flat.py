@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 
 import torch
+import torch.nn.functional as F
 
 # One (samples, heads, L, 2L-1) work buffer of a chunk stays under CHUNK_BYTES on the CPU (the chunk's
 # buffers and temporaries, about six such, then stay cache-sized) and under CUDA_FREE_SHARE of the
@@ -59,6 +60,15 @@ def promote(tensors):
     """Floating tensors in float32 (float64 stays float64): the lean functions compute in one dtype."""
     dt = torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
     return [t.to(dt) if t.is_floating_point() else t for t in tensors]
+
+
+def result_dtype(t: torch.Tensor, dtype: torch.dtype) -> torch.dtype:
+    """The dtype a lean function returns for an input of `dtype`, having computed in `t`'s: the
+    input's (a network cast to bfloat16 stays bfloat16), but under autocast the computed one (as
+    autocast's softmax, float32)."""
+    if t.device.type != "meta" and torch.is_autocast_enabled(t.device.type):
+        return t.dtype
+    return dtype
 
 
 def no_autocast(t: torch.Tensor):
@@ -185,14 +195,22 @@ def _batchnorm_stats(bn, q, k, rel_q, rel_k):
 
 def _qkv_batchnorm(bn, x):
     """bn(x) exactly as `nn.BatchNorm1d.forward` computes it (running statistics and
-    num_batches_tracked updated the same way), also returning the (mean, inv_std) it used."""
+    num_batches_tracked updated the same way), in x's dtype (a bfloat16 network's BatchNorm is
+    computed in float32 here), also returning the (mean, inv_std) it used."""
+    weight, bias, running_mean, running_var = (t if t is None else t.to(x.dtype)  # the same tensor in x's dtype
+                                               for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var))
     if not (bn.training or bn.running_mean is None):  # eval: the running statistics
-        return bn(x), bn.running_mean.to(x.dtype), torch.rsqrt(bn.running_var + bn.eps).to(x.dtype)
+        inv_std = torch.rsqrt(running_var + bn.eps)
+        return F.batch_norm(x, running_mean, running_var, weight, bias, False, 0.0, bn.eps), running_mean, inv_std
     momentum = 0.0 if bn.momentum is None else bn.momentum
     if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
         bn.num_batches_tracked.add_(1)
         momentum = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
-    return torch.native_batch_norm(x, bn.weight, bn.bias, bn.running_mean, bn.running_var, True, momentum, bn.eps)
+    out = torch.native_batch_norm(x, weight, bias, running_mean, running_var, True, momentum, bn.eps)
+    for own, updated in ((bn.running_mean, running_mean), (bn.running_var, running_var)):
+        if own is not updated:  # updated in a copy of another dtype
+            own.copy_(updated)
+    return out
 
 
 def _split_qkv(x, mean, inv_std, w, b, g, split):
@@ -244,7 +262,8 @@ class FlatAttention(torch.autograd.Function):
                               *(t if t is not None else torch.empty(0) for t in (qkv_weight, qkv_bias)),
                               rel_q, rel_k, rel_v)
         ctx.qkv_affine = (qkv_weight is not None, qkv_bias is not None)
-        return sv, sve_t.transpose(-1, -2)
+        out = result_dtype(sv, ctx.dtypes[0])
+        return sv.to(out), sve_t.transpose(-1, -2).to(out)
 
     @staticmethod
     def backward(ctx, dsv, dsve):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from .lesa_flat import no_autocast, promote, update_running_stats
+from .lesa_flat import no_autocast, promote, result_dtype, update_running_stats
 
 
 def similarity(term_fns, bn, weight, inputs, stats=None):
@@ -100,7 +100,7 @@ class LeanAttention(torch.autograd.Function):
             sv = v @ p.transpose(-1, -2)
         ctx.term_fns, ctx.bn, ctx.has_weight = term_fns, bn, weight is not None
         ctx.save_for_backward(mean, inv_std, weight if weight is not None else torch.empty(0), v, *inputs)
-        return sv
+        return sv.to(result_dtype(sv, ctx.dtypes[0]))
 
     @staticmethod
     def backward(ctx, dsv):
