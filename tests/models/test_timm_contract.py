@@ -171,6 +171,47 @@ def test_forward_intermediates_and_pruning(name):
 
 
 @pytest.mark.parametrize("name", SAMPLED)
+def test_prune_contract(name):
+    """timm's prune contract: keeping every stage with prune_head=False changes nothing; pruned to
+    any tap (the stem's too, whose max pool must go with stage 1), the taps are the unpruned ones and
+    forward_features ends at the tap; a pruned network trains with every parameter used."""
+    model = _create(name).eval()
+    x = _input(name)
+    last = len(model.feature_info) - 1
+    with torch.no_grad():
+        expected = model(x)
+        taps = model.forward_intermediates(x, intermediates_only=True)
+        kept = copy.deepcopy(model)
+        assert kept.prune_intermediate_layers([last], prune_head=False) == [last]
+        assert kept.num_classes == model.num_classes and torch.equal(kept(x), expected)
+    for i in range(last + 1):
+        pruned = copy.deepcopy(model)
+        take = pruned.prune_intermediate_layers([i], prune_norm=True)
+        with torch.no_grad():
+            assert torch.equal(pruned.forward_intermediates(x, indices=take, intermediates_only=True)[0], taps[i])
+            assert torch.equal(pruned.forward_features(x), taps[i]), f"forward_features pruned to tap {i}"
+        pruned.train()
+        tap = pruned.forward_intermediates(x, indices=take, intermediates_only=True)[0]
+        (tap.sum() + pruned.forward_features(x).sum()).backward()
+        unused = [n for n, p in pruned.named_parameters() if p.requires_grad and p.grad is None]
+        assert not unused, f"pruned to tap {i}: {unused}"
+
+
+@pytest.mark.parametrize("name", SAMPLED)
+def test_a_network_cast_to_bfloat16_computes_in_bfloat16(name):
+    """model.to(torch.bfloat16) gives bfloat16 outputs in training and in eval (LESA's lean
+    attention computes in float32 inside)."""
+    model = _create(name).to(torch.bfloat16)
+    x = _input(name).to(torch.bfloat16)
+    out = model(x)
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
+    out.float().sum().backward()
+    assert {p.grad.dtype for p in model.parameters() if p.grad is not None} == {torch.bfloat16}
+    with torch.no_grad():
+        assert model.eval()(x).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("name", SAMPLED)
 def test_features_only(name):
     kwargs, size = SAMPLED[name]
     full = _create(name).eval()
