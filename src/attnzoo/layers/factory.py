@@ -7,7 +7,8 @@ attnzoo's own blocks come first (channel attention: `se` the LSAS seed's SE; `ls
 channels, which needs `fmap_size`, the side of the feature map it sees; `ge` timm's
 Gather-Excite, see `gather_excite`); the names of `TIMM_BLOCKS` are handed to
 `timm.layers.get_attn` (eca, cbam, gc, ...). A block is built as `Block(channels, **attn_kwargs)`
-and maps (N, C, H, W) -> (N, C, H, W).
+and maps (N, C, H, W) -> (N, C, H, W). Its options are checked first, by name and value, whatever
+route gives them (`check_options`, rules in `options.py`).
 """
 from functools import partial
 
@@ -17,8 +18,9 @@ from torch import nn
 
 from ..errors import UserError, choices_hint
 from ._checks import check_channels
-from .lesa import lesa_block
-from .lsas import LSAS
+from .lesa import LESA, lesa_block
+from .lsas import BASES, LSAS
+from .options import check_block_options
 from .se import SE
 from .shift_balance import BNSqueezeExcite, ShiftBalance
 
@@ -53,6 +55,9 @@ ATTNZOO_BLOCKS: dict = {
     "ge": gather_excite,
 }
 
+# where a block's constructor hands its **kwargs on: their options are the block's options too
+PASSED_ON = {**{f"lsas_{attn}": base for attn, base in BASES.items()}, "lesa": LESA, "ge": GatherExcite}
+
 TIMM_BLOCKS = ("ese", "eca", "ecam", "ceca", "gc", "gca", "cbam", "lcbam", "coord", "scoord")
 
 
@@ -73,11 +78,21 @@ def get_block(name):
     raise UserError(f"unknown attention block '{name}'; {choices_hint(name, block_names())}")
 
 
+def check_options(name, options: dict) -> None:
+    """UserError naming the block, the option and what is valid, unless every item of `options`
+    is an option the block `name` takes, with a valid value (a block given as a callable, not
+    a name, is left to its constructor)."""
+    cls = get_block(name)
+    if isinstance(name, str) and cls is not None:
+        check_block_options(name, cls, options, PASSED_ON.get(name))
+
+
 def create_block(name, channels: int, **kwargs) -> nn.Module | None:
     """Build the block `name` for `channels` channels; None when name means no attention."""
     cls = get_block(name)
     if cls is None:
         return None
+    check_options(name, kwargs)
     check_channels(f"attention block '{name}'", channels=channels)
     try:
         return cls(channels, **kwargs)
@@ -94,5 +109,9 @@ def _placed_block(name, kwargs: dict, channels: int, device=None, dtype=None) ->
 def get_attn(name, **kwargs):
     """A `channels -> nn.Module` callable building the block `name` with `kwargs` (None for no
     attention), for any network that takes one: attnzoo's `attn=`, timm's `attn_layer=` /
-    `se_layer=`, `add_attention`. The name is checked now, the options when a block is built."""
-    return None if get_block(name) is None else partial(_placed_block, name, kwargs)
+    `se_layer=`, `add_attention`. The name and the options are checked now (UserError), the
+    channel count when a block is built."""
+    if get_block(name) is None:
+        return None
+    check_options(name, kwargs)
+    return partial(_placed_block, name, kwargs)
