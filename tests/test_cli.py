@@ -80,6 +80,12 @@ def test_user_errors_are_one_line_exit_2(capsys, tmp_path, argv, facts):
     one_line_error(capsys, argv + ["--out-dir", str(tmp_path)] if argv[0] == "train" else argv, *facts)
 
 
+def test_the_program_is_named_once(capsys):
+    err = one_line_error(capsys, ["recipes", "lsas*"], "unrecognized arguments: lsas*", "--help")
+    assert err.count("attnzoo") == 2, err  # 'attnzoo: error:' and '`attnzoo --help`'
+    one_line_error(capsys, ["info"], "attnzoo info: ", "model")
+
+
 def test_train_then_eval_and_models(capsys, tmp_path):
     assert main(["train", "--name", "t", "--out-dir", str(tmp_path), "--quiet", *TINY]) == 0
     best = tmp_path / "t" / "checkpoints" / "best.safetensors"

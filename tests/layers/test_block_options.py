@@ -75,6 +75,14 @@ def test_the_network_and_add_attention_routes():
     assert {k: v.shape for k, v in host.state_dict().items()} == before  # refused before any change
 
 
+def test_options_without_a_block_are_refused_not_dropped():
+    with pytest.raises(UserError, match="options order are given but no block \\(attn=None\\); name one: cbam"):
+        get_attn(None, order=2)
+    with pytest.raises(UserError, match="options rd_ratio are given but no block"):
+        attnzoo.create_model("resnet20_cifar", attn_kwargs=dict(rd_ratio=0.5))
+    assert get_attn("none") is None
+
+
 @pytest.mark.parametrize("name", block_names())
 def test_every_option_default_passes_the_check(name):
     """The rules agree with each constructor: its own defaults are valid values."""

@@ -112,6 +112,9 @@ def get_attn(name, **kwargs):
     `se_layer=`, `add_attention`. The name and the options are checked now (UserError), the
     channel count when a block is built."""
     if get_block(name) is None:
+        if kwargs:  # options that no block would take: refused, not silently dropped
+            raise UserError(f"attention block options {', '.join(map(str, kwargs))} are given but no block "
+                            f"(attn={name!r}); name one: {', '.join(block_names())}")
         return None
     check_options(name, kwargs)
     return partial(_placed_block, name, kwargs)
