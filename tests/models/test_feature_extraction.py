@@ -24,12 +24,15 @@ from attnzoo.layers.factory import block_names
 TWINS = {"senet_cifar": "senet164_cifar", "lsas_senet_cifar": "lsas_senet164_cifar",
          "lsas_senet_allstages_cifar": "lsas_senet164_allstages_cifar"}
 NETWORKS = [n for n in attnzoo.list_models() if n not in TWINS]
-REAL_UP_TO = 32  # input side up to which the network is built with weights and its values compared
-
 
 def _smallest_input(name) -> tuple[int, int]:
     cfg = timm.models.get_pretrained_cfg(name)
     return tuple((cfg.min_input_size or cfg.input_size)[1:])
+
+
+def _cifar_sized(name) -> bool:
+    """Built for 32 px: small enough to build with weights and compare values."""
+    return max(timm.models.get_pretrained_cfg(name).input_size[1:]) <= 32
 
 
 def _build(name, device):
@@ -53,7 +56,7 @@ def test_torchvision_extractor_on_every_network(name):
     """The stage outputs (feature_info's modules, the maps `forward_intermediates` returns) and
     the logits (the last node), through torchvision's extractor."""
     size = _smallest_input(name)
-    real = max(size) <= REAL_UP_TO
+    real = _cifar_sized(name)
     model = _build(name, "cpu" if real else "meta")
     train_nodes, eval_nodes = tv_fx.get_graph_node_names(model)
     stages = [i["module"] for i in model.feature_info]
