@@ -26,15 +26,16 @@ from .se import SE
 from .shift_balance import BNSqueezeExcite, ShiftBalance
 
 
-class TracedWhole(GatherExcite):
+class GatherExciteBlock(GatherExcite):
     """timm's `GatherExcite`, which any torch.fx tracer (torchvision's feature extraction, timm's)
     records as one call of the module: its forward compares the gathered map's size with 1, which a
     symbolic trace cannot do. The traced graph calls the module, which runs timm's forward (when
     the block itself is the traced root, there is no module to call, and it is traced into)."""
 
     def forward(self, x):
-        if isinstance(x, torch.fx.Proxy) and x.tracer.path_of_module(self):  # (N, C, H, W) -> same, one node
-            return x.tracer.create_proxy("call_module", x.tracer.path_of_module(self), (x,), {})
+        path = x.tracer.path_of_module(self) if isinstance(x, torch.fx.Proxy) else ""
+        if path:  # traced: one node, (N, C, H, W) -> same
+            return x.tracer.create_proxy("call_module", path, (x,), {})
         return super().forward(x)
 
 
@@ -45,11 +46,12 @@ def gather_excite(channels: int, use_mlp: bool = True, rd_ratio: float = 1. / 16
     constructor passes its device/dtype dict to `ConvMlp` as positional arguments (`*dd`), which
     fails ("got multiple values for argument 'act_layer'"); so it is built without the MLP and then
     given the `ConvMlp` it would have made. `extra_params=True` (gather convolutions) has the same
-    fault in its convolutions and norms, and is refused. Traced by torch.fx as one call (`TracedWhole`)."""
+    fault in its convolutions and norms, and is refused. A torch.fx graph calls it whole
+    (`GatherExciteBlock`)."""
     if extra_params:
         raise UserError("attention block 'ge': extra_params=True is not supported (timm's GatherExcite "
                         "cannot build its gather convolutions); valid: extra_params=False")
-    block = TracedWhole(channels, use_mlp=False, act_layer=act_layer, **kwargs)
+    block = GatherExciteBlock(channels, use_mlp=False, act_layer=act_layer, **kwargs)
     if use_mlp:
         rd_channels = rd_channels or make_divisible(channels * rd_ratio, rd_divisor, round_limit=0.)
         block.mlp = ConvMlp(channels, rd_channels, act_layer=get_act_layer(act_layer))  # (N, C, 1, 1) -> same

@@ -43,7 +43,8 @@ def _size(v) -> bool:
 
 # option name -> (test of a value, what is valid in words), where the name means the same in
 # every block that has it (timm's vocabulary); null is taken too where the option's default is null
-ACTIVATIONS = "an activation name timm knows (relu, silu, gelu, sigmoid, hard_sigmoid, tanh, ...) or a layer class"
+ACTIVATIONS = ("an activation name timm knows (relu, silu, gelu, sigmoid, hard_sigmoid, tanh, ...) "
+               "or a layer class")
 RULES = {
     "rd_ratio": (lambda v: _number(v) and v > 0, "a positive number"),
     "rd_channels": (lambda v: _integer(v) and v > 0, "a positive integer (or null: from rd_ratio)"),
