@@ -6,7 +6,9 @@ Each network is built as registered, at its smallest input (the cfg's `min_input
 `forward_intermediates` and the logits; the larger ones are built on the meta device (no weights,
 no arithmetic), where the traced graph still runs and must give the same shapes. Their values are
 checked on small builds of the same code in test_timm_contract.py. The cost is torchvision's
-tracer, quadratic in the number of graph nodes (about 2,000 for the deepest CIFAR networks).
+tracer, quadratic in the number of graph nodes (about 2,000 for the deepest CIFAR networks): a
+name that builds the very network of another is traced once (`TWINS`), and the deepest graphs
+skip `get_graph_node_names` (`DEEPEST`).
 """
 import copy
 
@@ -28,6 +30,7 @@ NETWORKS = [n for n in attnzoo.list_models() if n not in TWINS]
 # same tracer, in the same two modes, as create_feature_extractor) is left out there
 DEEPEST = ("lsas_senet164_allstages_cifar", "lsas_senet164_cifar", "senet164_cifar", "senet_resnet152",
            "lsas_senet_resnet152", "lsas_senet_resnet101")
+
 
 def _smallest_input(name) -> tuple[int, int]:
     cfg = timm.models.get_pretrained_cfg(name)
