@@ -64,9 +64,26 @@ def one_line_error(capsys, argv, *facts: str) -> str:
     (["train", "--set", "model.attn_position=middle"], ("model.attn_position", "middle", "end, beside, gate")),
     (["train", "--set", "model.attn_stages=two"], ("model.attn_stages", "list", "two")),
     (["analyze", "--checkpoint", "x", "--pixels", "3;4"], ("--pixels", "3;4", "ROW,COL")),
+    # a block's options: by name and by value, whichever route gives them
+    (["train", "--model", "resnet20_cifar+se", "--set", "model.attn_kwargs.rd_ratio=abc"],
+     ("model.attn_kwargs", "block 'se'", "rd_ratio", "'abc'", "a positive number")),
+    (["train", "--set", "model.attn=lsas_se", "--set", "model.attn_kwargs.order=1.5"],
+     ("block 'lsas_se'", "order", "1.5", "an integer")),
+    (["train", "--model", "resnet20_cifar+cbam", "--set", "model.attn_kwargs.rdratio=0.5"],
+     ("block 'cbam'", "unknown option 'rdratio'", "rd_ratio")),
+    (["train", "--set", "model.kwargs.attn=sb", "--set", "model.kwargs.attn_kwargs.rd_ratio=-1"],
+     ("block 'sb'", "rd_ratio", "-1", "a positive number")),
+    (["info", "resnet20_cifar", "--kwarg", "attn=lesa", "--kwarg", "attn_kwargs={fmap_size: 0}"],
+     ("block 'lesa'", "fmap_size", "0", "a positive integer")),
 ])
 def test_user_errors_are_one_line_exit_2(capsys, tmp_path, argv, facts):
     one_line_error(capsys, argv + ["--out-dir", str(tmp_path)] if argv[0] == "train" else argv, *facts)
+
+
+def test_the_program_is_named_once(capsys):
+    err = one_line_error(capsys, ["recipes", "lsas*"], "unrecognized arguments: lsas*", "--help")
+    assert err.count("attnzoo") == 2, err  # 'attnzoo: error:' and '`attnzoo --help`'
+    one_line_error(capsys, ["info"], "attnzoo info: ", "model")
 
 
 def test_train_then_eval_and_models(capsys, tmp_path):

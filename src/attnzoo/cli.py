@@ -20,7 +20,8 @@ from .errors import UserError, describe_os_error
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line instead of argparse's usage block
-        raise UserError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+        where = f"{self.prog}: " if " " in self.prog else ""  # a subcommand's; the top level is said once
+        raise UserError(f"{where}{message} (see `{self.prog} --help`)")
 
 
 def _at_least(least: int):

@@ -48,6 +48,17 @@ def test_a_host_block_name_takes_the_block_options_but_not_a_second_block():
         load_config(None, ["model.name=resnet18+sb", "model.attn=se"])
 
 
+@pytest.mark.parametrize("overrides, facts", [
+    (["model.attn=se", "model.attn_kwargs.rd_ratio=abc"], ("model.attn_kwargs", "'se'", "rd_ratio", "'abc'")),
+    (["model.name=resnet18+lsas_eca", "model.attn_kwargs.kernel_size=4"], ("'lsas_eca'", "kernel_size", "odd")),
+    (["model.name=resnet18+sb", "model.attn_kwargs.ratio_rd=2"], ("'sb'", "unknown option 'ratio_rd'", "rd_ratio")),
+])
+def test_block_options_are_checked_with_the_config(overrides, facts):
+    with pytest.raises(UserError) as err:
+        load_config(None, overrides)
+    assert all(f in str(err.value) for f in facts), str(err.value)
+
+
 def test_the_loss_defaults_to_auto_and_a_named_one_is_kept():
     assert load_config(None).train.loss == "auto"
     assert load_config(None, ["train.loss=asl"]).train.loss == "asl"

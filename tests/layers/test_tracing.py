@@ -1,7 +1,8 @@
 """Every block traces with torch.fx the way timm and torchvision extract features (timm's
 extractor, with its leaf registration, and torchvision's own, with a plain tracer), the traced
 graph compiles with TorchScript, and the eager block compiles too unless `NOT_SCRIPTABLE` names
-it; all give the eager outputs. Every name `block_names()` offers builds, runs and traces."""
+it; all give the eager outputs. Every name `block_names()` offers builds, runs and traces
+(timm's GatherExcite, `ge`, as one call)."""
 import copy
 import re
 import warnings
@@ -126,10 +127,6 @@ def test_fx_keeps_the_data_dependent_checks(extractor):
                 run(torch.randn(bad))
 
 
-# blocks whose own forward (timm's) does not trace: GatherExcite branches on the gathered map's size
-NOT_TRACEABLE = ("ge",)
-
-
 @pytest.mark.parametrize("name", block_names())
 def test_every_offered_block_builds_runs_and_traces(name):
     torch.manual_seed(0)
@@ -138,12 +135,26 @@ def test_every_offered_block_builds_runs_and_traces(name):
     with torch.no_grad():
         out = block(x)
         assert out.shape == x.shape and torch.isfinite(out).all()
-        if name in NOT_TRACEABLE:
-            with pytest.raises(torch.fx.proxy.TraceError):
-                tv_fx.create_feature_extractor(Wrapper(block), ["block"])
-            return
-        traced = tv_fx.create_feature_extractor(Wrapper(block).eval(), ["block"]).eval()
-        torch.testing.assert_close(traced(x)["block"], out, rtol=0, atol=1e-6)
+        for _, create_feature_extractor in EXTRACTORS.values():
+            traced = create_feature_extractor(Wrapper(block).eval(), ["block"]).eval()
+            torch.testing.assert_close(traced(x)["block"], out, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("extent", [0, 2])
+def test_gather_excite_is_one_call_in_the_traced_graph(extent):
+    """timm's GatherExcite compares its gathered map's size with 1, which a symbolic trace cannot:
+    the graph calls the block whole, in train and eval mode, and gives its outputs and gradients."""
+    torch.manual_seed(0)
+    model = Wrapper(create_block("ge", 16, extent=extent))
+    train_nodes, eval_nodes = tv_fx.get_graph_node_names(model)
+    assert train_nodes == eval_nodes == ["x", "block"]
+    extractor = tv_fx.create_feature_extractor(model, ["block"])
+    x = torch.randn(2, 16, 8, 8, requires_grad=True)
+    for mode in (True, False):
+        extractor.train(mode), model.train(mode)
+        torch.testing.assert_close(extractor(x)["block"], model(x), rtol=0, atol=0)
+    grad, = torch.autograd.grad(extractor(x)["block"].sum(), x)
+    torch.testing.assert_close(grad, torch.autograd.grad(model(x).sum(), x)[0], rtol=0, atol=0)
 
 
 def test_ge_refuses_what_timm_cannot_build():

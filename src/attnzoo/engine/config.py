@@ -299,7 +299,7 @@ def validate(cfg: Config) -> None:
 
 
 def _validate_attention(m: ModelConfig) -> None:
-    from ..layers.factory import get_block
+    from ..layers.factory import check_options, get_block
 
     host, plus, block = m.name.partition("+")
     if plus and get_block(m.attn) is not None:
@@ -310,3 +310,11 @@ def _validate_attention(m: ModelConfig) -> None:
         if extra:
             raise UserError(f"model.{extra[0]} is set but model.attn names no block: name one with "
                             f"model.attn=NAME or a 'host+block' model.name, e.g. {host}+lsas_se")
+        return
+    name = block if plus else m.attn
+    if get_block(name) is None:  # UserError for an unknown name
+        return
+    try:  # the block's options, before anything is built
+        check_options(name, m.attn_kwargs)
+    except UserError as e:
+        raise UserError(f"model.attn_kwargs: {e}") from None
