@@ -169,3 +169,24 @@ def test_san_blocks_export_to_onnx_at_the_last_stage_size(tmp_path):
         expected = model(x)
     got = ort.InferenceSession(str(tmp_path / "model.onnx")).run(None, {"image": x.numpy()})[0]
     assert expected.abs().max() > 0.1 and abs(got - expected.numpy()).max() <= 1e-5
+
+
+def test_lesa_block_exports_to_onnx_for_any_batch_size(tmp_path):
+    """LESA's eval path in ONNX: its relative-position skews as plain copies while torch.export traces
+    (an exported as_strided view keeps the traced batch size), the eager path's results unchanged."""
+    pytest.importorskip("onnxscript")
+    ort = pytest.importorskip("onnxruntime")
+    from attnzoo.commands.export import save_onnx
+    from attnzoo.layers.lesa import LESA
+
+    torch.manual_seed(0)
+    model = LESA(16, 16, fmap_size=5, groups=2)
+    with torch.no_grad():
+        model.train()(torch.randn(16, 16, 5, 5))  # BatchNorm statistics, as trained
+    model.eval()
+    assert save_onnx(model, "lesa", (16, 5, 5), tmp_path) == ["model.onnx"]
+    x = torch.randn(5, 16, 5, 5)
+    with torch.no_grad():
+        expected = model(x)
+    got = ort.InferenceSession(str(tmp_path / "model.onnx")).run(None, {"image": x.numpy()})[0]
+    assert expected.abs().max() > 0.1 and abs(got - expected.numpy()).max() <= 1e-5

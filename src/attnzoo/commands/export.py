@@ -165,7 +165,8 @@ def write_onnx(model, name: str, input_size: tuple, path: Path) -> None:
     example = torch.randn(2, *input_size, generator=torch.Generator().manual_seed(0))
     batch = torch.export.Dim("batch", min=1)
     try:
-        with contextlib.redirect_stdout(io.StringIO()):  # the exporter's progress lines
+        # no grad: an inference graph (LESA then traces its eval path, which has no autograd Function)
+        with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # and not the progress lines
             program = torch.onnx.export(model, (example,), dynamo=True, verbose=False,
                                         input_names=["image"], output_names=["logits"],
                                         dynamic_shapes=({0: batch},),
