@@ -126,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", metavar="RUN_OR_CHECKPOINT", help="a run folder (runs/NAME) or a checkpoint")
     p.add_argument("--format", dest="fmt", required=True, metavar="{hf,onnx}",
                    help="hf (config.json, model.safetensors, README.md; loads with timm's local-dir: "
-                   "and hf-hub:) or onnx (needs attnzoo[onnx])")
+                   "and hf-hub:) or onnx (needs attnzoo[onnx]; written once onnxruntime's logits match "
+                   "PyTorch's within 1e-4 * max(1, max|logit|) or 4x PyTorch's own float32 round-off)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write, new or empty")
     p.add_argument("--license", default="mit", help="licence of the weights in the model card (default mit)")
 

@@ -1,6 +1,7 @@
 """`attnzoo export`: a tiny trained run as timm's Hugging Face folder (loaded back by timm from
 `local-dir:` and, offline, from a Hub cache as `hf-hub:`) and as ONNX (run by onnxruntime)."""
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,61 @@ def test_a_block_inserted_after_building_is_refused_for_hf(tmp_path, capsys):
     checkpoint = tmp_path / "se.safetensors"
     _one_line_error(*_export(capsys, checkpoint, "--format", "hf", "--out", tmp_path / "o")[::2],
                     "add_attention", "--format onnx")
+
+
+def test_onnx_check_allows_round_off_and_refuses_errors():
+    from attnzoo.commands.export import check_onnx
+    from attnzoo.errors import UserError
+
+    check_onnx("m", 5e-4, scale=10.0)  # 5e-5 of logits of 10
+    check_onnx("m", 5e-4, scale=1.0, roundoff=2e-4)  # PyTorch's own float32 error is of that order
+    with pytest.raises(UserError, match=r"by 0.0005, more than 0.0001 .*round-off, 1e-05\)"):
+        check_onnx("m", 5e-4, scale=1.0, roundoff=1e-5)
+    with pytest.raises(UserError, match="by 0.5, more than 0.004"):  # a wrong graph: the logits' size
+        check_onnx("m", 0.5, scale=40.0, roundoff=1e-3)
+    with pytest.raises(UserError, match="PyTorch's own logits on a random batch are not finite"):
+        check_onnx("m", math.nan, scale=math.inf)
+
+
+def test_san_blocks_export_to_onnx_at_the_last_stage_size(tmp_path):
+    """SAN's unfold forms in ONNX, patchwise and pairwise, kernel 7 on a 4x4 map (reflection padding 3:
+    the last stage at 128 px) after kernel 3: onnxruntime within 1e-5 of PyTorch, at a batch size the
+    export never saw."""
+    pytest.importorskip("onnxscript")
+    ort = pytest.importorskip("onnxruntime")
+    from attnzoo.commands.export import save_onnx
+    from attnzoo.layers.san import SANBottleneck
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(*(SANBottleneck(sa_type, 16, 2, 8, 16, share_planes=4, kernel_size=k)
+                                  for sa_type, k in (("patchwise", 3), ("pairwise", 7), ("patchwise", 7))))
+    with torch.no_grad():
+        model.train()(torch.randn(64, 16, 4, 4))  # BatchNorm statistics, as trained
+    model.eval()
+    assert save_onnx(model, "san", (16, 4, 4), tmp_path) == ["model.onnx"]
+    x = torch.randn(5, 16, 4, 4)
+    with torch.no_grad():
+        expected = model(x)
+    got = ort.InferenceSession(str(tmp_path / "model.onnx")).run(None, {"image": x.numpy()})[0]
+    assert expected.abs().max() > 0.1 and abs(got - expected.numpy()).max() <= 1e-5
+
+
+def test_lesa_block_exports_to_onnx_for_any_batch_size(tmp_path):
+    """LESA's eval path in ONNX: its relative-position skews as plain copies while torch.export traces
+    (an exported as_strided view keeps the traced batch size), the eager path's results unchanged."""
+    pytest.importorskip("onnxscript")
+    ort = pytest.importorskip("onnxruntime")
+    from attnzoo.commands.export import save_onnx
+    from attnzoo.layers.lesa import LESA
+
+    torch.manual_seed(0)
+    model = LESA(16, 16, fmap_size=5, groups=2)
+    with torch.no_grad():
+        model.train()(torch.randn(16, 16, 5, 5))  # BatchNorm statistics, as trained
+    model.eval()
+    assert save_onnx(model, "lesa", (16, 5, 5), tmp_path) == ["model.onnx"]
+    x = torch.randn(5, 16, 5, 5)
+    with torch.no_grad():
+        expected = model(x)
+    got = ort.InferenceSession(str(tmp_path / "model.onnx")).run(None, {"image": x.numpy()})[0]
+    assert expected.abs().max() > 0.1 and abs(got - expected.numpy()).max() <= 1e-5

@@ -38,9 +38,14 @@ def skew(rel: torch.Tensor) -> torch.Tensor:
     """(..., L, 2L-1) per key-minus-query offset -> (..., L, L) view, ``out[i, j] = rel[i, j - i + L - 1]``.
 
     A strided view (row stride 2L-2), no copy: the relative-to-absolute step of relative attention.
+    While `torch.export` traces (ONNX export), a copy instead: an exported as_strided is fixed to
+    the traced batch size.
     """
-    rel = rel.contiguous()
     L = rel.shape[-2]
+    if torch.compiler.is_exporting():  # row r of the reversed rows, laid out at width 2L, starts r later
+        rows = F.pad(rel.flip(-2).flatten(-2), (0, L)).unflatten(-1, (L, 2 * L))  # (..., L, 2L)
+        return rows[..., :L].flip(-2)
+    rel = rel.contiguous()
     band = rel.narrow(-1, L - 1, L)  # starts at offset L-1; as_strided keeps a view's offset, which
     return band.as_strided(band.shape, (*rel.stride()[:-2], rel.stride(-2) - 1, 1))  # compiles unbroken
 
@@ -49,8 +54,11 @@ def unskew(p: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """Inverse of `skew`: (..., L, L) -> (..., L, 2L-1), zeros where no key maps.
 
     `out`, when given, must be zero outside the band that `skew` reads (a buffer only ever written
-    through `unskew` stays so)."""
+    through `unskew` stays so). While `torch.export` traces, without writing into a view (`skew`'s)."""
     L = p.shape[-1]
+    if out is None and torch.compiler.is_exporting():  # skew's steps backwards
+        rows = F.pad(p.flip(-2), (0, L)).flatten(-2)  # (..., 2L*L): row r of the reversed rows, r later
+        return rows[..., :L * (2 * L - 1)].unflatten(-1, (L, 2 * L - 1)).flip(-2)
     out = p.new_zeros(*p.shape[:-1], 2 * L - 1) if out is None else out
     skew(out).copy_(p)
     return out
