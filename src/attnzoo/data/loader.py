@@ -21,7 +21,8 @@ they fit in a quarter of its free memory, then indexed and augmented there batch
 (`BatchAugment`). File datasets go through one torch DataLoader for the whole run (persistent
 workers, `data.workers`, "auto": the cores of this process less one): workers decode and transform
 each image to uint8, seeded from (seed, epoch, position); on CUDA the batches are pinned and copied
-one batch ahead on a side stream (`device_batches`); normalisation and cutout run on the device.
+one batch ahead on a side stream (`device_batches`); normalisation and cutout run on the device
+(on the CPU into memory reused from batch to batch, never under a batch the caller still holds).
 Unreadable images are skipped with one warning per loader and counted in `loader.skipped_images`
 and on the dataset (`num_skipped`, distinct files over every loader of that dataset; under DDP
 per rank: sum with an all-reduce).
