@@ -102,3 +102,46 @@ def test_imagefolder_errors(tmp_path):
     (tmp_path / "train" / "b").mkdir()
     with pytest.raises(UserError, match="no images in"):
         build_data(DataConfig(name="imagefolder", root=str(tmp_path)))
+
+
+def test_cpu_batches_reuse_memory_only_once_released(tmp_path):
+    # on the CPU the float batches are made in reused memory; a batch, or a view of one, that the
+    # caller keeps must never be overwritten, and a loop that drops each batch reuses two buffers
+    make_folder(tmp_path, per_class=6, truncated=False)
+    cfg = DataConfig(name="imagefolder", root=str(tmp_path), img_size=8, batch_size=2, workers=0,
+                     augment="imagenet")
+    b = build_data(cfg)
+    loader = build_loader(b.train, b, cfg, train=True, seed=0)
+    loader.set_epoch(0)
+    kept = [(x, x.clone()) for x, _ in loader]
+    assert len(kept) == 6 and all(torch.equal(x, c) for x, c in kept)
+    view, copy = kept[0][0][1].detach(), kept[0][1][1]  # the caller keeps a view of one batch only
+    del kept
+    loader.set_epoch(1)
+    for x, _ in loader:
+        assert x.data_ptr() != view.data_ptr()
+    assert torch.equal(view, copy)
+    del view
+    addresses = set()
+    loader.set_epoch(0)
+    again = []
+    for x, _ in loader:  # a training loop: each batch dropped for the next
+        addresses.add(x.data_ptr())
+        again.append(x.clone())
+    assert len(addresses) == 2
+    loader.set_epoch(0)
+    assert all(torch.equal(a, x) for a, (x, _) in zip(again, loader, strict=True))  # same batches
+
+
+def test_two_ranks_of_a_file_loader_give_the_single_process_batches(tmp_path):
+    make_folder(tmp_path, per_class=4, truncated=False)
+    cfg = DataConfig(name="imagefolder", root=str(tmp_path), img_size=8, batch_size=4, workers=0,
+                     augment="imagenet", cutout=3)
+    b = build_data(cfg)
+    loaders = [build_loader(b.train, b, cfg, train=True, seed=3, rank=r, world_size=w) for r, w in ((0, 1), (0, 2), (1, 2))]
+    for loader in loaders:
+        loader.set_epoch(1)
+    for (x, y), (x0, y0), (x1, y1) in zip(*loaders, strict=True):
+        # rank r holds positions r, r + 2 of each global batch
+        assert torch.equal(x[0::2], x0) and torch.equal(x[1::2], x1)
+        assert torch.equal(y[0::2], y0) and torch.equal(y[1::2], y1)

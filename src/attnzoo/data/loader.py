@@ -21,17 +21,20 @@ they fit in a quarter of its free memory, then indexed and augmented there batch
 (`BatchAugment`). File datasets go through one torch DataLoader for the whole run (persistent
 workers, `data.workers`, "auto": the cores of this process less one): workers decode and transform
 each image to uint8, seeded from (seed, epoch, position); on CUDA the batches are pinned and copied
-one batch ahead on a side stream (`device_batches`); normalisation and cutout run on the device.
+one batch ahead on a side stream (`device_batches`); normalisation and cutout run on the device
+(on the CPU into memory reused from batch to batch, never under a batch the caller still holds).
 Unreadable images are skipped with one warning per loader and counted in `loader.skipped_images`
 and on the dataset (`num_skipped`, distinct files over every loader of that dataset; under DDP
 per rank: sum with an all-reduce).
 """
 from __future__ import annotations
 
+import math
 import os
 import random
 import signal
 import warnings
+import weakref
 from typing import Optional
 
 import torch
@@ -272,6 +275,33 @@ def _leave_stop_signals_to_main(worker_id: int) -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
+class _HostBatches:
+    """Memory for the float batches of a CPU run, reused from step to step: a fresh batch each step
+    (19 MB at 32 x 224 px) costs the training process a page fault per 4 KiB page whenever glibc has
+    handed the last one back to the kernel. Each batch is a tensor over a new memoryview of its
+    buffer; the view's weak reference dies with the last tensor, view or storage using that memory,
+    and only then is the buffer reused, so a batch the caller keeps is never overwritten."""
+
+    def __init__(self, keep: int = 2):  # the batch a loop holds + the one being made
+        self.keep = keep
+        self.buffers: list = []  # [bytearray, weak reference to the memoryview of its last batch]
+
+    def take(self, shape) -> torch.Tensor:
+        """An uninitialised float32 tensor of `shape` that no one else uses."""
+        nbytes = 4 * math.prod(shape)
+        free = [b for b in self.buffers if len(b[0]) == nbytes and b[1]() is None]
+        if free:
+            entry = free[0]
+        elif len(self.buffers) < self.keep:
+            entry = [bytearray(nbytes), None]
+            self.buffers.append(entry)
+        else:  # the caller keeps batches, or the shape changed: plain memory
+            return torch.empty(shape)
+        view = memoryview(entry[0])
+        entry[1] = weakref.ref(view)
+        return torch.frombuffer(view, dtype=torch.float32).view(shape)
+
+
 class FileLoader(ShardedLoader):
     """One torch DataLoader over a file dataset for the whole run (persistent workers decode and
     transform each image to uint8); batches reach `device` pinned and one ahead, and are normalised
@@ -285,6 +315,7 @@ class FileLoader(ShardedLoader):
         self.holes = cfg.cutout_holes
         self._warned = False
         self._batches = _EpochBatches()
+        self._host = _HostBatches() if self.device.type == "cpu" else None
         # worker seeds come from this generator, not torch's global one, which a resumed run restores
         self._loader = torch.utils.data.DataLoader(
             _Seeded(dataset), batch_sampler=self._batches, num_workers=self.workers, collate_fn=_collate,
@@ -308,7 +339,9 @@ class FileLoader(ShardedLoader):
                 self._note_unreadable(bad)
             if x is None:
                 continue
-            x = normalise_(x.float(), self.bundle.mean, self.bundle.std, 1 / 255 if x.dtype == torch.uint8 else 1)
+            scale = 1 / 255 if x.dtype == torch.uint8 else 1
+            x = self._host.take(x.shape).copy_(x) if self._host is not None else x.float()  # (B, C, S, S) float32
+            x = normalise_(x, self.bundle.mean, self.bundle.std, scale)
             if self.cutout:
                 x.mul_(cutout_mask(cut[pos], self.cutout, x.shape[-2], x.shape[-1]))
             yield x, y
