@@ -203,7 +203,7 @@ def test_real_tiny_comparison_of_blocks_on_one_host(tmp_path):
     assert sum(isinstance(m, SE) for m in model.modules()) == 3
 
     attn = tiny_config(tmp_path / "unused", schedule={"epochs": 1}, name="attn_recipe",
-                       model={"attn": "lsas_se", "attn_kwargs": {"order": 2, "reduction": 4},
+                       model={"attn": "lsas_se", "attn_kwargs": {"order": 2, "rd_ratio": 0.25},
                               "attn_stages": [3]})
     res = _compare(["resnet_cifar"], [0], attn, tmp_path / "attn")
     assert res["hosts"]["resnet_cifar"] == {"host": "resnet_cifar", "block": "lsas_se"}

@@ -69,7 +69,7 @@ def test_every_family_takes_the_block_at_the_papers_position(host):
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         reference = model(x)
-    model, report = add_attention(model, "se", reduction=4)
+    model, report = add_attention(model, "se", rd_ratio=0.25)
     assert report.stages == per_stage
     assert len(report.modules) == sum(per_stage.values()) and not report.replaced
     assert all(p.endswith(f".{attn}") for p in report.modules)

@@ -170,6 +170,16 @@ def test_forward_intermediates_and_pruning(name):
         assert len(again) == 2 and all(torch.equal(a, b) for a, b in zip(again, feats, strict=False))
 
 
+def _timm_drops_its_stem_pool() -> bool:
+    """Whether the installed timm's own ResNet, pruned to its stem tap, drops the max pool after it
+    (timm 1.0.31 does, the floor's 1.0.26 keeps it). IDA and mlc_baseline prune their timm backbone
+    with timm's own method, so they do what the installed timm does."""
+    with torch.device("meta"):
+        resnet = timm.create_model("resnet18")
+    resnet.prune_intermediate_layers([0], prune_norm=True)
+    return isinstance(resnet.maxpool, torch.nn.Identity)
+
+
 @pytest.mark.parametrize("name", SAMPLED)
 def test_prune_contract(name):
     """timm's prune contract: keeping every stage with prune_head=False changes nothing; pruned to
@@ -189,7 +199,9 @@ def test_prune_contract(name):
         take = pruned.prune_intermediate_layers([i], prune_norm=True)
         with torch.no_grad():
             assert torch.equal(pruned.forward_intermediates(x, indices=take, intermediates_only=True)[0], taps[i])
-            assert torch.equal(pruned.forward_features(x), taps[i]), f"forward_features pruned to tap {i}"
+            timm_backbone = type(getattr(model, "backbone", None)).__module__.startswith("timm.")
+            if not (i == 0 and timm_backbone and not _timm_drops_its_stem_pool()):
+                assert torch.equal(pruned.forward_features(x), taps[i]), f"forward_features pruned to tap {i}"
         pruned.train()
         tap = pruned.forward_intermediates(x, indices=take, intermediates_only=True)[0]
         (tap.sum() + pruned.forward_features(x).sum()).backward()
