@@ -17,8 +17,9 @@ aspect ratio as the seed does). Train augmentation (`data.augment`): "none" resi
 "imagenet" RandomResizedCrop(scale 0.3-1) + flip; `data.options.randaugment` (a timm
 RandAugment string such as "rand-m9-n2-mstd0.5", default off) adds RandAugment, as the seed's
 pipeline. Cutout (`data.cutout`, `data.cutout_holes`) is applied by the loader to each batch
-(the hole is filled with the mean colour, where the seed draws a random colour). Items are float
-images (3, S, S) in [0, 1] (the loader normalises) and float multi-hot targets (80,).
+(the hole is filled with the mean colour, where the seed draws a random colour). Items are uint8
+images (3, S, S), a quarter of float32's bytes through the workers and the copy to the device,
+where the loader converts and normalises them; targets are float multi-hot (80,).
 
 Mistakes a user can make raise `UserError` with one line: no root, a missing or unparsable
 annotation file, a file that is not in COCO's instances format (also one nested too deep, or with a
@@ -49,7 +50,7 @@ COCO_OPTIONS = ("year", "randaugment")
 # ------------------------------------------------------------------------- shared with voc.py
 
 class MultiLabelImages(Dataset):
-    """Image files with multi-hot targets. item -> (float image (3, S, S) in [0, 1], target (C,)).
+    """Image files with multi-hot targets. item -> (uint8 image (3, S, S), target (C,)).
 
     `targets` (N, C) float32; `boxes`, `box_labels` (`Ragged`), `image_sizes` (N, 2) (w, h);
     `files` the image paths; `class_names`.
@@ -119,7 +120,7 @@ class _SeededRandAugment:
 
 
 def multilabel_transform(img_size: int, train: bool, augment: str = "none", randaugment=None):
-    """PIL image -> float tensor (3, img_size, img_size) in [0, 1] (see the module docstring)."""
+    """PIL image -> uint8 tensor (3, img_size, img_size) (see the module docstring)."""
     from torchvision import transforms as T
 
     ops = [ToRGB()]
@@ -131,7 +132,7 @@ def multilabel_transform(img_size: int, train: bool, augment: str = "none", rand
             ops.append(T.RandomHorizontalFlip())
     if train and randaugment:
         ops.append(_SeededRandAugment(str(randaugment)))
-    ops += [T.PILToTensor(), T.ConvertImageDtype(torch.float32)]
+    ops.append(T.PILToTensor())
     return T.Compose(ops)
 
 
