@@ -10,9 +10,10 @@ def run(args) -> int:
     from ..engine.rundir import config_to_continue
     from ..engine.train import train
 
-    cfg = load_config(args.recipe, run_overrides(args))
+    overrides = run_overrides(args)
+    cfg = load_config(args.recipe, overrides)
     resume = elastic_resume(args.resume)  # 'auto' in a group torchrun restarted
-    cfg = config_to_continue(cfg, args.recipe, run_overrides(args), resume)  # the run's own config
+    cfg = config_to_continue(cfg, args.recipe, overrides, resume)  # the run's own config
     if args.dry_run:
         from ..engine.dryrun import dry_run_config
 
