@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from ..engine.dryrun import DATASET_SHAPES
 from ..errors import UserError, check_writable, choices_hint, file_errors, first_sentence
 
 FORMATS = ("hf", "onnx")
@@ -109,8 +110,6 @@ def data_config(cfg) -> dict:
     """timm's data config of the images the run trained on: input size, mean and std, without
     reading the dataset (the normalisation constants of attnzoo's dataset modules)."""
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-
-    from ..engine.dryrun import DATASET_SHAPES
 
     name = cfg.data.name
     if name.startswith("synthetic"):
@@ -241,9 +240,9 @@ def model_card(model, config: dict, data: dict, checkpoint: Path, run_dir: Path 
         with contextlib.suppress(OSError, ValueError):
             summary = json.loads((run_dir / "summary.json").read_text())
     which = "best" if checkpoint.suffix == ".safetensors" else "final"  # best.safetensors: the best epoch
+    multilabel = DATASET_SHAPES.get(config["data"]["name"], (None, None, False))[2]
     details = {
-        "Model Type": "Image classification" + (" (multi-label)" if config["data"]["name"] in
-                                                ("coco", "voc", "synthetic_multilabel") else ""),
+        "Model Type": "Image classification" + (" (multi-label)" if multilabel else ""),
         "Architecture": config["model"]["name"],
         "Model args": json.dumps(config["model"]["kwargs"]) if config["model"]["kwargs"] else "defaults",
         "Params (M)": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
