@@ -30,6 +30,11 @@ def _row_order(keys, primary: str | None) -> list[str]:
     return sorted(keys, key=rank)
 
 
+def _metric_keys(result: dict) -> set:
+    """Every metric that some model of the comparison has."""
+    return set().union(*(result["aggregate"].get(m, {}) for m in result["models"]))
+
+
 def label(key: str) -> str:
     """'best.test.top1' -> 'best test top1'; cost keys get their unit."""
     return _LABELS.get(key, key.replace(".", " "))
@@ -78,9 +83,7 @@ def format_comparison(result: dict) -> str:
     """The markdown table of a comparison: rows are metrics, columns models (+ paper)."""
     models, agg = result["models"], result["aggregate"]
     primary = result.get("primary_split")
-    keys = set()
-    for model in models:
-        keys |= set(agg.get(model, {}))
+    keys = _metric_keys(result)
     paper = result.get("paper") or {}
     p_rows = paper_rows(paper, primary, keys)
     order = _row_order(keys, primary) + [k for k in p_rows if k not in keys]
@@ -122,9 +125,7 @@ def plot_comparison(result: dict, path: Path) -> Path:
     from matplotlib.figure import Figure
 
     models, agg = result["models"], result["aggregate"]
-    keys = set()
-    for model in models:
-        keys |= set(agg.get(model, {}))
+    keys = _metric_keys(result)
     panels = [k for k in _row_order(keys, result.get("primary_split"))
               if (k.startswith("best.") and not k.endswith(".loss")) or k.startswith("bias.")
               or k == "train_img_per_s"]
