@@ -45,13 +45,13 @@ from .transforms import BatchAugment, cutout_mask, epoch_generator, normalise_
 DEVICE_SHARE = 0.25  # an in-memory split moves to a CUDA device when it needs at most this share of its free memory
 
 
-def resolve_workers(workers, local_world_size: Optional[int] = None) -> int:
+def resolve_workers(workers) -> int:
     """`data.workers` as a number: "auto" is the cores available to each process on this host
     (the CPU affinity shared by torchrun's LOCAL_WORLD_SIZE processes) less one, the main process's."""
     if workers != "auto":
         return int(workers)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    local = local_world_size or int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     return max(cores // max(local, 1) - 1, 0)
 
 
