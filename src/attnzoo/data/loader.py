@@ -45,13 +45,13 @@ from .transforms import BatchAugment, cutout_mask, epoch_generator, normalise_
 DEVICE_SHARE = 0.25  # an in-memory split moves to a CUDA device when it needs at most this share of its free memory
 
 
-def resolve_workers(workers, local_world_size: Optional[int] = None) -> int:
+def resolve_workers(workers) -> int:
     """`data.workers` as a number: "auto" is the cores available to each process on this host
     (the CPU affinity shared by torchrun's LOCAL_WORLD_SIZE processes) less one, the main process's."""
     if workers != "auto":
         return int(workers)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    local = local_world_size or int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     return max(cores // max(local, 1) - 1, 0)
 
 
@@ -152,16 +152,17 @@ class ShardedLoader:
         mine = len(range(self.rank, self.n, self.world_size))
         return -(-mine // self.batch_size)
 
-    def _plan(self):
-        """(batches of dataset indices for this rank, their epoch positions, epoch generator)."""
+    def _plan(self, home=None):
+        """(batches of dataset indices for this rank, on `home` (default the CPU), their epoch
+        positions, epoch generator). Evaluation's last batch may be short: views of one index tensor."""
         if not self.train:
-            idx = torch.arange(self.rank, self.n, self.world_size)
-            return list(idx.split(self.batch_size)), None, None
+            idx = torch.arange(self.rank, self.n, self.world_size, device=home)
+            return idx.split(self.batch_size), None, None
         g = epoch_generator(self.seed, self.epoch)
         perm = torch.randperm(self.n, generator=g)
         first = self.global_batch * torch.arange(len(self))[:, None]  # (batches, 1)
         positions = first + self.rank + self.world_size * torch.arange(self.batch_size)  # (batches, per rank)
-        return perm[positions], positions, g
+        return perm[positions].to(home), positions, g
 
 
 class InMemoryLoader(ShardedLoader):
@@ -182,14 +183,12 @@ class InMemoryLoader(ShardedLoader):
 
     def __iter__(self):
         skip, self.skip_batches = self.skip_batches, 0  # applies to this iteration only
-        batches, positions, g = self._plan()
         home = self.images.device  # where the split is indexed: the device when it fits there
         # the epoch's order and augmentation parameters travel once, not per batch
+        batches, positions, g = self._plan(home)
         params = {k: v.to(self.device) for k, v in self.augment.params(self.n, g).items()} if self.train else {}
-        if self.train:  # once an epoch: no index copy per batch
-            batches, positions = batches.to(home), positions.to(self.device)
-        else:  # evaluation's last batch may be short: one copy, then views
-            batches = torch.cat(batches).to(home).split(self.batch_size) if batches else []
+        if self.train:
+            positions = positions.to(self.device)
         pin = self.device.type == "cuda" and home.type == "cpu"
         for b in range(skip, len(batches)):
             idx = batches[b]

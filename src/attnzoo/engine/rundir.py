@@ -23,7 +23,7 @@ def config_to_continue(cfg, recipe: str | None, overrides: list[str], resume: st
     the run folder) where there is nothing to continue. Which keys may differ is checked by train."""
     import torch
 
-    from .config import config_from_dict, deep_merge, parse_override, read_yaml
+    from .config import apply_overrides, config_from_dict, deep_merge, read_yaml
 
     checkpoint = checkpoint_to_resume(cfg.run_dir, resume) if resume else None
     if checkpoint is None:
@@ -34,9 +34,7 @@ def config_to_continue(cfg, recipe: str | None, overrides: list[str], resume: st
         return cfg
     if not isinstance(saved, dict):
         return cfg
-    given = read_yaml(recipe) if recipe else {}
-    for item in overrides:
-        given = deep_merge(given, parse_override(item))
+    given = apply_overrides(read_yaml(recipe) if recipe else {}, overrides)  # as load_config reads them
     return config_from_dict(deep_merge(saved, {**given, "name": cfg.name, "out_dir": cfg.out_dir}))
 
 

@@ -98,9 +98,7 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     # set either way: a run in the same process (compare, the API) must not inherit the last one's
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
-    if deterministic:
-        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)  # cuDNN: configure_cuda
 
 
 def build_model(cfg: Config, num_classes: int) -> nn.Module:
