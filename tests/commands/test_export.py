@@ -148,45 +148,44 @@ def test_onnx_check_allows_round_off_and_refuses_errors():
         check_onnx("m", math.nan, scale=math.inf)
 
 
+def _onnxruntime_error(model, name, shape, calibration_batch, tmp_path):
+    """BatchNorm statistics from one training batch, then the eval model exported to ONNX: (the
+    largest PyTorch output, the largest difference of onnxruntime's) on a batch size the export
+    never saw."""
+    pytest.importorskip("onnxscript")
+    ort = pytest.importorskip("onnxruntime")
+    from attnzoo.commands.export import save_onnx
+
+    with torch.no_grad():
+        model.train()(torch.randn(calibration_batch, *shape))  # BatchNorm statistics, as trained
+    model.eval()
+    assert save_onnx(model, name, shape, tmp_path) == ["model.onnx"]
+    x = torch.randn(5, *shape)
+    with torch.no_grad():
+        expected = model(x)
+    got = ort.InferenceSession(str(tmp_path / "model.onnx")).run(None, {"image": x.numpy()})[0]
+    return expected.abs().max(), abs(got - expected.numpy()).max()
+
+
 def test_san_blocks_export_to_onnx_at_the_last_stage_size(tmp_path):
     """SAN's unfold forms in ONNX, patchwise and pairwise, kernel 7 on a 4x4 map (reflection padding 3:
     the last stage at 128 px) after kernel 3: onnxruntime within 1e-5 of PyTorch, at a batch size the
     export never saw."""
-    pytest.importorskip("onnxscript")
-    ort = pytest.importorskip("onnxruntime")
-    from attnzoo.commands.export import save_onnx
     from attnzoo.layers.san import SANBottleneck
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(*(SANBottleneck(sa_type, 16, 2, 8, 16, share_planes=4, kernel_size=k)
                                   for sa_type, k in (("patchwise", 3), ("pairwise", 7), ("patchwise", 7))))
-    with torch.no_grad():
-        model.train()(torch.randn(64, 16, 4, 4))  # BatchNorm statistics, as trained
-    model.eval()
-    assert save_onnx(model, "san", (16, 4, 4), tmp_path) == ["model.onnx"]
-    x = torch.randn(5, 16, 4, 4)
-    with torch.no_grad():
-        expected = model(x)
-    got = ort.InferenceSession(str(tmp_path / "model.onnx")).run(None, {"image": x.numpy()})[0]
-    assert expected.abs().max() > 0.1 and abs(got - expected.numpy()).max() <= 1e-5
+    largest, error = _onnxruntime_error(model, "san", (16, 4, 4), 64, tmp_path)
+    assert largest > 0.1 and error <= 1e-5
 
 
 def test_lesa_block_exports_to_onnx_for_any_batch_size(tmp_path):
     """LESA's eval path in ONNX: its relative-position skews as plain copies while torch.export traces
     (an exported as_strided view keeps the traced batch size), the eager path's results unchanged."""
-    pytest.importorskip("onnxscript")
-    ort = pytest.importorskip("onnxruntime")
-    from attnzoo.commands.export import save_onnx
     from attnzoo.layers.lesa import LESA
 
     torch.manual_seed(0)
     model = LESA(16, 16, fmap_size=5, groups=2)
-    with torch.no_grad():
-        model.train()(torch.randn(16, 16, 5, 5))  # BatchNorm statistics, as trained
-    model.eval()
-    assert save_onnx(model, "lesa", (16, 5, 5), tmp_path) == ["model.onnx"]
-    x = torch.randn(5, 16, 5, 5)
-    with torch.no_grad():
-        expected = model(x)
-    got = ort.InferenceSession(str(tmp_path / "model.onnx")).run(None, {"image": x.numpy()})[0]
-    assert expected.abs().max() > 0.1 and abs(got - expected.numpy()).max() <= 1e-5
+    largest, error = _onnxruntime_error(model, "lesa", (16, 5, 5), 16, tmp_path)
+    assert largest > 0.1 and error <= 1e-5
