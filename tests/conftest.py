@@ -1,6 +1,11 @@
 """Shared fixtures: tiny configs that train in about a second on one CPU core."""
+import os
+from pathlib import Path
+
 import pytest
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY_DATA = {"name": "synthetic", "batch_size": 16, "workers": 0,
              "options": {"num_train": 64, "num_test": 32}}
@@ -17,6 +22,11 @@ def tiny_config(tmp_path, **sections):
             "schedule": {"name": "cosine", "epochs": 2},
             "train": {"seed": 0, "deterministic": True, "device": "cpu"}}
     return config_from_dict(deep_merge(base, sections))
+
+
+def child_env(**extra) -> dict:
+    """The environment of a child process that imports attnzoo from this checkout, on one thread."""
+    return {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", **extra}
 
 
 @pytest.fixture(autouse=True)

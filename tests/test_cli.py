@@ -3,13 +3,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from attnzoo.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+from .conftest import child_env
+
 TINY = ["--set", "model.name=resnet_cifar", "--set", "model.kwargs.depth=8",
         "--set", "data.options.num_train=32", "--set", "data.options.num_test=16",
         "--set", "data.workers=0", "--batch-size", "16", "--epochs", "1", "--device", "cpu"]
@@ -104,9 +104,8 @@ def test_train_then_eval_and_models(capsys, tmp_path):
 def test_eval_refuses_a_corrupt_checkpoint_without_traceback(tmp_path):
     bad = tmp_path / "best.safetensors"
     bad.write_bytes(b"not a safetensors file")
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.run([sys.executable, "-m", "attnzoo.cli", "eval", "--checkpoint", str(bad)],
-                          capture_output=True, text=True, env=env, timeout=120)
+                          capture_output=True, text=True, env=child_env(), timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
     assert "not a readable safetensors file" in proc.stderr

@@ -17,10 +17,9 @@ from attnzoo.cli import main
 from attnzoo.engine import checkpoint as ckpt
 from attnzoo.engine.runlog import RunLog
 
-from ..conftest import tiny_config
+from ..conftest import ROOT, child_env, tiny_config
 from ..test_cli import TINY
 
-ROOT = Path(__file__).resolve().parents[2]
 TIMES = ("img_per_s", "time_s")  # the only fields of metrics.jsonl that a resume may change
 
 
@@ -93,7 +92,6 @@ def test_a_kill_after_any_write_leaves_a_folder_that_resume_auto_finishes_identi
 
 
 def _script(body: str, tmp_path: Path, **popen) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
     code = textwrap.dedent(f"""
         import os, signal, sys, torch
         sys.path.insert(0, {str(ROOT)!r})
@@ -101,8 +99,8 @@ def _script(body: str, tmp_path: Path, **popen) -> subprocess.Popen:
         import attnzoo.engine.train as T
         from attnzoo.cli import main
     """) + textwrap.dedent(body)
-    return subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **popen)
+    return subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=child_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
 def _image_folder(root: Path) -> Path:
