@@ -12,6 +12,7 @@ from attnzoo.cli import main
 from attnzoo.engine.checkpoint import load_model, save_weights
 
 from ..conftest import tiny_config
+from ..test_cli import one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +24,12 @@ def run_dir(tmp_path_factory):
     return Path(train(cfg, quiet=True)["run_dir"])
 
 
+def _argv(*argv) -> list[str]:
+    return ["export", *map(str, argv)]
+
+
 def _export(capsys, *argv) -> tuple[int, str, str]:
-    status = main(["export", *map(str, argv)])
+    status = main(_argv(*argv))
     out, err = capsys.readouterr()
     return status, out, err
 
@@ -83,41 +88,35 @@ def test_onnx_matches_pytorch_in_onnxruntime(run_dir, tmp_path, capsys):
     assert abs(session.run(None, {"image": x.numpy()})[0] - expected).max() <= 1e-4
 
 
-def _one_line_error(status, err, *parts):
-    assert status == 2 and err.count("\n") == 1 and "Traceback" not in err, err
-    for part in parts:
-        assert part in err, (part, err)
-
-
 def test_user_errors_are_one_line_and_write_nothing(run_dir, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
-    _one_line_error(*_export(capsys, tmp_path / "missing", "--format", "hf", "--out", out)[::2],
-                    "missing does not exist", "run folder")
-    _one_line_error(*_export(capsys, run_dir, "--format", "tflite", "--out", out)[::2],
-                    "'tflite'", "hf, onnx")
-    _one_line_error(*_export(capsys, tmp_path, "--format", "hf", "--out", out)[::2], "holds no checkpoints")
+    one_line_error(capsys, _argv(tmp_path / "missing", "--format", "hf", "--out", out),
+                   "missing does not exist", "run folder")
+    one_line_error(capsys, _argv(run_dir, "--format", "tflite", "--out", out),
+                   "'tflite'", "hf, onnx")
+    one_line_error(capsys, _argv(tmp_path, "--format", "hf", "--out", out), "holds no checkpoints")
     kept = tmp_path / "kept"
     kept.mkdir()
     (kept / "model.safetensors").write_text("earlier export")
-    _one_line_error(*_export(capsys, run_dir, "--format", "hf", "--out", kept)[::2], "not empty")
+    one_line_error(capsys, _argv(run_dir, "--format", "hf", "--out", kept), "not empty")
     assert [p.name for p in kept.iterdir()] == ["model.safetensors"]
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
-    _one_line_error(*_export(capsys, run_dir, "--format", "hf", "--out", a_file)[::2], "is a file")
+    one_line_error(capsys, _argv(run_dir, "--format", "hf", "--out", a_file), "is a file")
 
     from attnzoo.commands import export
 
     monkeypatch.setattr(export, "_importable", lambda name: name != "onnxscript")
-    _one_line_error(*_export(capsys, run_dir, "--format", "onnx", "--out", out)[::2],
-                    "needs onnxscript", 'pip install "attnzoo[onnx]"')
+    one_line_error(capsys, _argv(run_dir, "--format", "onnx", "--out", out),
+                   "needs onnxscript", 'pip install "attnzoo[onnx]"')
     monkeypatch.undo()
 
     def refuse(*args, **kwargs):
         raise RuntimeError("unsupported operator. More detail")
 
     monkeypatch.setattr(torch.onnx, "export", refuse)
-    _one_line_error(*_export(capsys, run_dir, "--format", "onnx", "--out", out)[::2],
-                    "model 'resnet_cifar' cannot be exported to ONNX (RuntimeError: unsupported operator.)")
+    one_line_error(capsys, _argv(run_dir, "--format", "onnx", "--out", out),
+                   "model 'resnet_cifar' cannot be exported to ONNX (RuntimeError: unsupported operator.)")
     assert not out.exists() or not any(out.iterdir())
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]  # no temporary folder left
 
@@ -130,8 +129,8 @@ def test_a_block_inserted_after_building_is_refused_for_hf(tmp_path, capsys):
     model = create_configured_model(cfg.model, **cfg.model.kwargs)
     save_weights(tmp_path / "se.safetensors", model, config_to_dict(cfg))
     checkpoint = tmp_path / "se.safetensors"
-    _one_line_error(*_export(capsys, checkpoint, "--format", "hf", "--out", tmp_path / "o")[::2],
-                    "add_attention", "--format onnx")
+    one_line_error(capsys, _argv(checkpoint, "--format", "hf", "--out", tmp_path / "o"),
+                   "add_attention", "--format onnx")
 
 
 def test_onnx_check_allows_round_off_and_refuses_errors():
