@@ -3,10 +3,17 @@ import os
 from pathlib import Path
 
 import pytest
+import timm.layers
 import torch
+import torchvision.models.feature_extraction as tv_fx
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# the two feature extractors, name -> (get_graph_node_names, create_feature_extractor)
+EXTRACTORS = {
+    "timm": (timm.layers.get_graph_node_names, timm.layers.create_feature_extractor),  # with timm's leaves
+    "torchvision": (tv_fx.get_graph_node_names, tv_fx.create_feature_extractor),  # a plain torch.fx tracer
+}
 TINY_DATA = {"name": "synthetic", "batch_size": 16, "workers": 0,
              "options": {"num_train": 64, "num_test": 32}}
 
