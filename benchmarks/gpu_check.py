@@ -688,22 +688,6 @@ def _write_cifar(root: Path, n_train: int, n_test: int) -> Path:
     return root
 
 
-def _write_jpegs(root: Path, n_train: int, n_val: int, classes: int = 10) -> Path:
-    """root/{train,val}/<class>/*.jpg: 400x320 JPEGs of noise and gradients (a photo's decode cost)."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    base = np.clip(np.linspace(0, 255, 400)[None, :, None] + rng.normal(0, 40, (320, 400, 3)), 0, 255)
-    for split, n in (("train", n_train), ("val", n_val)):
-        for i in range(n):
-            d = root / split / f"c{i % classes}"
-            d.mkdir(parents=True, exist_ok=True)
-            img = np.roll(base, int(rng.integers(400)), axis=1) * rng.random(3)
-            Image.fromarray(img.astype(np.uint8)).save(d / f"{i}.jpg", quality=90)
-    return root
-
-
 class SyncCount:
     """Wraps a train_one_epoch function: counts its batches and, on CUDA, the host syncs inside it
     (torch.cuda.set_sync_debug_mode("warn") warns once per synchronizing operation)."""
@@ -813,7 +797,12 @@ def _e2e(a, device, tmp: Path, name: str, row, deadline):
     _, kind, size, batch, n_train, _ = row
     data = tmp / f"data-{kind}"
     if not data.exists():
-        (_write_cifar if kind == "cifar" else _write_jpegs)(data, n_train, max(batch, n_train // 8))
+        if kind == "cifar":
+            _write_cifar(data, n_train, max(batch, n_train // 8))
+        else:  # 320x400 JPEGs of noise and gradients (a photo's decode cost), 10 classes
+            from loader_throughput import make_folder
+
+            make_folder(data, n_train, max(batch, n_train // 8), classes=10)
     out = tmp / name.replace(" ", "-")
     out.mkdir()
     workers = max(1, min(12, (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2) - 1))

@@ -37,17 +37,16 @@ import torch
 HERE = Path(__file__).resolve().parent
 
 
-def make_folder(root: Path, num_images: int, seed: int = 0) -> Path:
-    """root/{train,val}/<class>/*.jpg: `num_images` training JPEGs of 320x400 (ImageNet-like sizes)
-    with noise and gradients, so decoding costs what a photo's does; 8 per class in val."""
+def make_folder(root: Path, n_train: int, n_val: int = 32, classes: int = 4, seed: int = 0) -> Path:
+    """root/{train,val}/c<k>/*.jpg: JPEGs of 320x400 (ImageNet-like sizes) with noise and gradients,
+    so decoding costs what a photo's does; the images go round the classes."""
     import numpy as np
     from PIL import Image
 
     rng = np.random.default_rng(seed)
-    classes = ("a", "b", "c", "d")
-    for split, n in (("train", num_images), ("val", 8 * len(classes))):
+    for split, n in (("train", n_train), ("val", n_val)):
         for i in range(n):
-            d = root / split / classes[i % len(classes)]
+            d = root / split / f"c{i % classes}"
             d.mkdir(parents=True, exist_ok=True)
             h, w = 320, 400
             grad = np.linspace(0, 255, w)[None, :, None] * rng.random(3)[None, None, :]

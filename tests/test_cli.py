@@ -3,13 +3,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from attnzoo.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+from .conftest import child_env
+
 TINY = ["--set", "model.name=resnet_cifar", "--set", "model.kwargs.depth=8",
         "--set", "data.options.num_train=32", "--set", "data.options.num_test=16",
         "--set", "data.workers=0", "--batch-size", "16", "--epochs", "1", "--device", "cpu"]
@@ -104,9 +104,8 @@ def test_train_then_eval_and_models(capsys, tmp_path):
 def test_eval_refuses_a_corrupt_checkpoint_without_traceback(tmp_path):
     bad = tmp_path / "best.safetensors"
     bad.write_bytes(b"not a safetensors file")
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.run([sys.executable, "-m", "attnzoo.cli", "eval", "--checkpoint", str(bad)],
-                          capture_output=True, text=True, env=env, timeout=120)
+                          capture_output=True, text=True, env=child_env(), timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
     assert "not a readable safetensors file" in proc.stderr
@@ -165,20 +164,22 @@ def tiny_run(tmp_path_factory):
     return out / "t", "\n".join(printed)
 
 
-def _image_folder(root, classes=10, side=16):
+def image_folder(root, classes=10, per_split=(("train", 1), ("val", 1)), size=(16, 16)):
+    """root/{train,val}/c<class>/<i>.png: plain images, a colour for each class and image."""
     from PIL import Image
 
-    for split in ("train", "val"):
+    for split, n in per_split:
         for c in range(classes):
             (root / split / f"c{c}").mkdir(parents=True)
-            Image.new("RGB", (side, side), (20 * c, 90, 9)).save(root / split / f"c{c}" / "0.png")
+            for i in range(n):
+                Image.new("RGB", size, (20 * c, 90, 9 + 7 * i)).save(root / split / f"c{c}" / f"{i}.png")
     return root
 
 
 def test_eval_on_another_dataset_drops_the_training_data_options(capsys, tmp_path, tiny_run):
     """Item 1: the run was trained with data.options.num_train; an image folder takes no options."""
     best = tiny_run[0] / "checkpoints" / "best.safetensors"
-    folder = _image_folder(tmp_path / "images")
+    folder = image_folder(tmp_path / "images")
     capsys.readouterr()
     assert main(["eval", "--checkpoint", str(best), "--data", "imagefolder", "--data-dir", str(folder),
                  "--set", "data.workers=0"]) == 0

@@ -17,10 +17,9 @@ from attnzoo.cli import main
 from attnzoo.engine import checkpoint as ckpt
 from attnzoo.engine.runlog import RunLog
 
-from ..conftest import tiny_config
-from ..test_cli import TINY
+from ..conftest import ROOT, child_env, tiny_config
+from ..test_cli import TINY, image_folder
 
-ROOT = Path(__file__).resolve().parents[2]
 TIMES = ("img_per_s", "time_s")  # the only fields of metrics.jsonl that a resume may change
 
 
@@ -93,7 +92,6 @@ def test_a_kill_after_any_write_leaves_a_folder_that_resume_auto_finishes_identi
 
 
 def _script(body: str, tmp_path: Path, **popen) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
     code = textwrap.dedent(f"""
         import os, signal, sys, torch
         sys.path.insert(0, {str(ROOT)!r})
@@ -101,20 +99,8 @@ def _script(body: str, tmp_path: Path, **popen) -> subprocess.Popen:
         import attnzoo.engine.train as T
         from attnzoo.cli import main
     """) + textwrap.dedent(body)
-    return subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **popen)
-
-
-def _image_folder(root: Path) -> Path:
-    from PIL import Image
-
-    for split, n in (("train", 12), ("val", 4)):
-        for c in range(2):
-            folder = root / split / f"class{c}"
-            folder.mkdir(parents=True)
-            for i in range(n):
-                Image.new("RGB", (20, 18), (90 * c + 7 * i, 60, 3 * i)).save(folder / f"{i}.png")
-    return root
+    return subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=child_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
 def test_sigterm_to_the_process_group_saves_mid_epoch_and_exits_143(tmp_path):
@@ -122,7 +108,7 @@ def test_sigterm_to_the_process_group_saves_mid_epoch_and_exits_143(tmp_path):
     sends it to every process of a job); the worker ignores it, the step in flight finishes,
     last.pt is written, exit 143 naming the command that continues; the resumed run ends exactly
     as one never signalled."""
-    data = _image_folder(tmp_path / "images")
+    data = image_folder(tmp_path / "images", 2, (("train", 12), ("val", 4)), (20, 18))
     argv = ["train", "--out-dir", str(tmp_path / "runs"), "--data", "imagefolder", "--data-dir", str(data),
             "--set", "model.name=resnet_cifar", "--set", "model.kwargs.depth=8", "--set", "data.img_size=16",
             "--set", "data.workers=1", "--set", "train.deterministic=true", "--batch-size", "4",

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+from ..conftest import ROOT, child_env
+
 # 2 epochs of 4 steps, a checkpoint after every step, the ranks agree on a stop every step
 ARGS = ["--set", "model.name=resnet_cifar", "--set", "model.kwargs.depth=8",
         "--set", "data.options.num_train=64", "--set", "data.options.num_test=16", "--set", "data.workers=0",
@@ -56,8 +57,7 @@ def _port() -> int:
 
 def _env(tmp_path, **extra):
     bin_dir = str(Path(sys.executable).parent)
-    return {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1",
-            "PATH": f"{tmp_path / 'fake'}:{bin_dir}:{os.environ.get('PATH', '')}", **extra}
+    return child_env(PATH=f"{tmp_path / 'fake'}:{bin_dir}:{os.environ.get('PATH', '')}", **extra)
 
 
 def _torchrun(tmp_path, name, launcher: list, env=None, **popen):

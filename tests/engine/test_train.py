@@ -1,7 +1,6 @@
 """End-to-end runs of the engine on tiny synthetic data: run folder, resume after a kill,
 atomic checkpoints, divergence, distributed equivalence."""
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -15,9 +14,8 @@ from attnzoo.engine import checkpoint as ckpt
 from attnzoo.engine.train import TrainingDiverged, train
 from attnzoo.errors import UserError
 
-from ..conftest import tiny_config
+from ..conftest import ROOT, child_env, tiny_config
 
-ROOT = Path(__file__).resolve().parents[2]
 aten = torch.ops.aten
 
 
@@ -45,8 +43,7 @@ def test_run_folder_has_everything_design_names(tmp_path):
 
 def _run_script(*parts: str, tmp_path: Path) -> subprocess.CompletedProcess:
     code = "".join(textwrap.dedent(p) for p in parts)
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+    return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=child_env(),
                           capture_output=True, text=True, timeout=300)
 
 
@@ -157,7 +154,7 @@ def test_two_process_ddp_matches_one_process(tmp_path):
                  "--set", "data.workers=0", "--set", "train.deterministic=true",
                  "--set", "train.freeze_bn=true", "--set", "schedule.epochs=2",
                  "--batch-size", "16", "--device", "cpu", "--quiet"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    env = child_env()
     one = subprocess.run([sys.executable, "-m", "attnzoo.cli", "train", "--name", "one",
                           "--out-dir", str(tmp_path), *overrides], env=env, capture_output=True,
                          text=True, timeout=300)

@@ -8,7 +8,6 @@ import re
 import warnings
 
 import pytest
-import timm.layers
 import torch
 import torchvision.models.feature_extraction as tv_fx
 from torch import nn
@@ -27,10 +26,7 @@ from attnzoo.layers import (
 )
 from attnzoo.layers.factory import block_names, create_block
 
-EXTRACTORS = {  # name -> (get_graph_node_names, create_feature_extractor)
-    "timm": (timm.layers.get_graph_node_names, timm.layers.create_feature_extractor),
-    "torchvision": (tv_fx.get_graph_node_names, tv_fx.create_feature_extractor),
-}
+from ..conftest import EXTRACTORS
 
 BLOCKS = {  # name -> (constructor, input shape)
     "se": (lambda: SE(16), (2, 16, 5, 5)),

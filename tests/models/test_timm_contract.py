@@ -10,7 +10,6 @@ import warnings
 
 import pytest
 import timm
-import timm.layers
 import torch
 import torchvision.models.feature_extraction as tv_fx
 import torchvision.models.resnet as tv_resnet
@@ -22,6 +21,8 @@ from attnzoo.data.cifar import MEAN as CIFAR_MEAN
 from attnzoo.errors import UserError
 from attnzoo.layers import NOT_SCRIPTABLE
 from attnzoo.models import ATTNZOO_MODELS
+
+from ..conftest import EXTRACTORS
 
 SAN_SMALL = dict(layers=(1, 1, 1, 1, 1), kernels=(3, 3, 3, 3, 3))
 LESA_SMALL = dict(layers=(1, 1, 2, 1), img_size=32)
@@ -267,12 +268,6 @@ def test_detector_style_features(name, kwargs, size):
     strides = [size // o.shape[-1] for o in outs]
     assert strides == net.feature_info.reduction() == ([4, 8, 16, 16] if "lesa" in name else [4, 8, 16, 32])
     assert [o.shape[1] for o in outs] == net.feature_info.channels() == [256, 512, 1024, 2048]
-
-
-EXTRACTORS = {  # name -> (get_graph_node_names, create_feature_extractor)
-    "timm": (timm.layers.get_graph_node_names, timm.layers.create_feature_extractor),  # with timm's leaves
-    "torchvision": (tv_fx.get_graph_node_names, tv_fx.create_feature_extractor),  # a plain torch.fx tracer
-}
 
 
 @pytest.mark.parametrize("extractor", EXTRACTORS)
