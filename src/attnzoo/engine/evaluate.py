@@ -24,7 +24,9 @@ def evaluate(model, loader, device, multilabel: bool, amp: str = "none",
     the end (`amp` and `channels_last` as resolved for the device: "none"/"bf16"/"fp16", bool)."""
     model.eval()
     scores, targets = [], []  # multi-label: gathered for the ranking metrics
-    # single-label: loss sum, count, top-1 and top-5 hits (top-C below 5 classes), summed over processes
+    # single-label: loss sum, count, top-1 and top-5 hits (top-C below 5 classes), summed over processes.
+    # Counted here, not with torchmetrics' MulticlassAccuracy: its top-1 path is a C*C bincount,
+    # which waits on the host every batch on CUDA (and is a batch x C*C table in deterministic mode)
     totals = torch.zeros(4, dtype=torch.float64, device=device)
     for images, target in loader:
         images = images.to(device, non_blocking=True)
