@@ -90,13 +90,10 @@ def _count_elementwise(model: nn.Module) -> tuple[list, list]:
     """Forward hooks adding SAN's element-wise counts into total[0]; returns (total, handles)."""
     total = [0]
 
-    def hook(fn):
-        def add(m, inputs, out):
-            total[0] += int(fn(m, inputs, out))
-        return add
+    def add(m, inputs, out):
+        total[0] += _ELEMENTWISE[type(m)](m, inputs, out)
 
-    handles = [m.register_forward_hook(hook(_ELEMENTWISE[type(m)])) for m in model.modules()
-               if type(m) in _ELEMENTWISE]
+    handles = [m.register_forward_hook(add) for m in model.modules() if type(m) in _ELEMENTWISE]
     return total, handles
 
 

@@ -70,7 +70,7 @@ def describe_pretrained(model: nn.Module, path) -> str:
            if not any(shapes.get(name) == tuple(v.shape) for name in (k, k.partition(".")[2]))]
     if not new:
         return f"pretrained {path}: all {len(own)} tensors loaded (strict)"
-    loaded_paths = {p for k in own if k not in set(new) for p in _prefixes(k)}
+    loaded_paths = {p for k in own.keys() - set(new) for p in _prefixes(k)}
     groups: dict[str, list] = {}  # attribute name of a wholly new module -> [modules, tensors]
     for key in new:
         top = next(p for p in _prefixes(key) + [key] if p not in loaded_paths)

@@ -43,7 +43,7 @@ from timm.layers import register_notrace_function
 
 from ..errors import UserError, choices_hint
 from . import san_reference
-from ._common import PAD_MODES, check_aggregation, check_subtraction2
+from ._common import PAD_MODES, check_aggregation, check_subtraction2, no_autocast
 from ._library import san_aggregation, san_subtraction2
 from .lesa import lesa_attention
 
@@ -122,7 +122,7 @@ def aggregation(x: torch.Tensor, weight: torch.Tensor, kernel_size: Size = 3, st
     g = check_aggregation(x, weight, kernel_size, stride, padding, dilation, pad_mode)
     b = resolve_backend(backend, x)
     if b == "reference":
-        with san_reference.no_autocast(x):
+        with no_autocast(x):
             return san_reference.aggregation(x, weight, g)
     return san_aggregation(x, weight, *g.as_lists(), g.reflect, b)
 
@@ -139,7 +139,7 @@ def subtraction2(x1: torch.Tensor, x2: torch.Tensor, kernel_size: Size = 3, stri
     g = check_subtraction2(x1, x2, kernel_size, stride, padding, dilation, pad_mode)
     b = resolve_backend(backend, x1)
     if b == "reference":
-        with san_reference.no_autocast(x1):
+        with no_autocast(x1):
             return san_reference.subtraction2(x1, x2, g)
     return san_subtraction2(x1, x2, *g.as_lists(), g.reflect, b)
 
@@ -153,6 +153,6 @@ def subtraction(x: torch.Tensor, kernel_size: Size = 3, stride: Size = 1, paddin
     g = check_subtraction2(x, x, kernel_size, stride, padding, dilation, pad_mode, op="subtraction")
     b = resolve_backend(backend, x)
     if b == "reference":
-        with san_reference.no_autocast(x):
+        with no_autocast(x):
             return san_reference.subtraction2(x, x, g)
     return san_subtraction2(x, x, *g.as_lists(), g.reflect, b)

@@ -1,4 +1,5 @@
-"""Argument checking shared by every backend of the SAN operators.
+"""Argument checking shared by every backend of the SAN operators, and the dtype helpers of all
+attnzoo operators (`no_autocast`, `acc_dtype`).
 
 Shapes (as in the official CUDA kernels of hszhao/SAN, `lib/sa/functions/`):
 
@@ -15,6 +16,7 @@ the border without repeating it (torch.nn.ReflectionPad2d), so it needs p < H an
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +24,19 @@ import torch
 from ..errors import UserError, choices_hint
 
 PAD_MODES = ("zero", "reflect")
+
+
+def no_autocast(t: torch.Tensor):
+    """Autocast off on t's device: the operators choose their dtypes themselves (CPU autocast would
+    turn reflection padding into float32, CUDA autocast sums into float32)."""
+    if t.device.type == "meta":  # no autocast there (timm's meta-device model tests)
+        return contextlib.nullcontext()
+    return torch.autocast(t.device.type, enabled=False)
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for bf16/fp16 (and float32), float64 for float64: the dtype sums accumulate in."""
+    return torch.promote_types(dtype, torch.float32)
 
 
 def _pair(value, name: str) -> tuple[int, int]:

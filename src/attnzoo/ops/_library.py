@@ -20,8 +20,7 @@ import torch
 from torch.utils.flop_counter import register_flop_formula
 
 from . import san_torch
-from ._common import Geometry
-from .san_reference import no_autocast
+from ._common import Geometry, no_autocast
 
 _BACKENDS = {"torch": san_torch}
 

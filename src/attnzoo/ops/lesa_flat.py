@@ -22,10 +22,10 @@ saves no (L x L) tensor for backward:
 """
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import torch.nn.functional as F
+
+from ._common import no_autocast
 
 # One (samples, heads, L, 2L-1) work buffer of a chunk stays under CHUNK_BYTES on the CPU (the chunk's
 # buffers and temporaries, about six such, then stay cache-sized) and under CUDA_FREE_SHARE of the
@@ -77,12 +77,6 @@ def result_dtype(t: torch.Tensor, dtype: torch.dtype) -> torch.dtype:
     if t.device.type != "meta" and torch.is_autocast_enabled(t.device.type):
         return t.dtype
     return dtype
-
-
-def no_autocast(t: torch.Tensor):
-    if t.device.type == "meta":  # no autocast there (timm's meta-device model tests)
-        return contextlib.nullcontext()
-    return torch.autocast(t.device.type, enabled=False)
 
 
 # The closed forms below (statistics and backward over Gram matrices) are derived in docs/lesa_flat.md.

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from .lesa_flat import no_autocast, promote, result_dtype, update_running_stats
+from ._common import no_autocast
+from .lesa_flat import promote, result_dtype, update_running_stats
 
 
 def similarity(term_fns, bn, weight, inputs, stats=None):

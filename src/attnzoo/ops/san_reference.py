@@ -8,13 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._common import Geometry
-
-
-def no_autocast(x: torch.Tensor):
-    """Autocast off on x's device: the backends choose their dtypes themselves (CPU autocast would
-    turn reflection padding into float32, CUDA autocast sums into float32)."""
-    return torch.autocast(x.device.type, enabled=False)
+from ._common import Geometry, acc_dtype
 
 
 def pad(x: torch.Tensor, g: Geometry) -> torch.Tensor:
@@ -43,7 +37,7 @@ def centre(x: torch.Tensor, g: Geometry) -> torch.Tensor:
 def aggregation(x: torch.Tensor, weight: torch.Tensor, g: Geometry) -> torch.Tensor:
     N, C = x.shape[:2]
     Cw = weight.shape[1]
-    acc = torch.promote_types(x.dtype, torch.float32)             # float32 sums for bf16/fp16
+    acc = acc_dtype(x.dtype)                                      # float32 sums for bf16/fp16
     cols = unfold(x, g).view(N, C // Cw, Cw, g.taps, -1)        # (N, share, Cw, K, L)
     out = (weight.unsqueeze(1).to(acc) * cols.to(acc)).sum(3)    # (N, share, Cw, L)
     return out.reshape(N, C, *g.out_hw).to(x.dtype)

@@ -11,13 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from ._common import Geometry
+from ._common import Geometry, acc_dtype
 from .san_reference import pad
-
-
-def acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float32 for bf16/fp16 (and float32), float64 for float64: the dtype sums accumulate in."""
-    return torch.promote_types(dtype, torch.float32)
 
 
 def tap_window(g: Geometry, tap: int) -> tuple[slice, slice]:
