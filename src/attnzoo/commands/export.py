@@ -155,12 +155,8 @@ def save_onnx(model, name: str, input_size: tuple, folder: Path) -> list[str]:
 
 
 def write_onnx(model, name: str, input_size: tuple, path: Path) -> None:
-    """Export `model` (eval mode) to the ONNX file `path`, with a dynamic batch dimension."""
-    from ..layers.san import SAM
-
-    for module in model.modules():  # SAN's unfold form: plain tensor ops the exporter translates
-        if isinstance(module, SAM):
-            module.backend = "reference"
+    """Export `model` (eval mode) to the ONNX file `path`, with a dynamic batch dimension (SAN's
+    operators trace their unfold form while exporting: `attnzoo.ops.resolve_backend`)."""
     example = torch.randn(2, *input_size, generator=torch.Generator().manual_seed(0))
     batch = torch.export.Dim("batch", min=1)
     try:

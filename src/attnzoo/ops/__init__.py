@@ -78,6 +78,8 @@ def resolve_backend(backend: str, x: torch.Tensor) -> str:
     """The concrete backend ('reference', 'torch' or 'triton') that `backend` means for tensor x."""
     if backend not in BACKENDS:
         raise UserError(f"unknown SAN ops backend {backend!r}; {choices_hint(str(backend), BACKENDS)}")
+    if torch.compiler.is_exporting():  # torch.export (ONNX): the unfold form, plain ops an exporter translates
+        return "reference"
     if backend == "triton":
         if not triton_available():
             raise UserError("backend 'triton' needs the triton package; use backend='torch' or 'auto'")
